@@ -123,6 +123,170 @@ export const catalogue = {
     message: 'config file cannot be read or parsed',
     hint: 'check the path and YAML syntax',
   },
+
+  // --- tau2 environment (actors/rollout/tau2) ---------------------------------------------------------
+  ENV_ERR_DATA_DIR: {
+    status: 500,
+    message: 'tau2 data directory not found or not laid out as <dir>/<domain>/ or <dir>/domains/<domain>/',
+    hint: 'set econfig.data_dir (or TAU2_DATA_DIR) to a copy of tau2-bench data/tau2',
+  },
+  ENV_ERR_DATA_FILE: {
+    status: 500,
+    message: 'tau2 data file missing or unparseable',
+    hint: 'check the file named in the message against tau2-bench data/tau2/domains/<domain>/',
+  },
+  ENV_ERR_UNKNOWN_DOMAIN: {
+    status: 400,
+    message: 'unknown tau2 domain',
+    hint: 'econfig.domain must be one of airline, retail, telecom, mock',
+  },
+  ENV_ERR_UNKNOWN_SPLIT: {
+    status: 400,
+    message: 'unknown task split for this domain',
+    hint: 'use a split named in the domain split_tasks.json (train, test, base, ...)',
+  },
+  ENV_ERR_UNKNOWN_TASK: {
+    status: 404,
+    message: 'no task with this id in the domain',
+    hint: 'list task ids from the domain tasks.json',
+  },
+  ENV_ERR_SOLO_UNSUPPORTED: {
+    status: 400,
+    message: 'solo mode is not supported by this domain',
+    hint: 'solo_mode works for telecom and mock only',
+  },
+  ENV_ERR_INIT: {
+    status: 500,
+    message: 'task initialisation failed',
+    hint: 'an initialization action or a message-history replay of the task failed; the task data is inconsistent with the database',
+  },
+  ENV_ERR_ENV_FUNCTION: {
+    status: 500,
+    message: 'environment function unknown or returned a non-boolean assertion',
+    hint: 'the task names an env function this domain does not define',
+  },
+  ENV_ERR_WORKER_CRASH: {
+    status: 500,
+    message: 'the environment worker thread running this episode crashed',
+    hint: 'the episode is lost; other episodes continue. The worker log has the stack',
+  },
+  ENV_ERR_EPISODE_LOST: {
+    status: 410,
+    message: 'episode state is gone (its worker crashed or the episode was closed)',
+    hint: 'start the episode again',
+  },
+  ENV_ERR_POOL_CLOSED: {
+    status: 503,
+    message: 'environment pool is closed',
+    hint: 'the rollout actor is shutting down',
+  },
+  ENV_ERR_AGENT_LLM: {
+    status: 502,
+    message: 'agent LLM request failed or returned an unusable message',
+    hint: 'check the agent base URL (proxy session) and the model name',
+  },
+  ENV_ERR_USER_LLM: {
+    status: 502,
+    message: 'user simulator LLM request failed or returned an unusable message',
+    hint: 'check econfig.user_llm_base_url and econfig.user_llm',
+  },
+  ENV_ERR_JUDGE: {
+    status: 502,
+    message: 'NL-assertion judge failed or answered in an unexpected shape',
+    hint: 'check econfig.judge_llm_base_url and econfig.judge_llm',
+  },
+
+  // --- proxy (actors/proxy, actors/tokenizer) --------------------------------------------------------
+  PRX_ERR_AUTH_MISSING: {
+    status: 401,
+    message: 'no session key: send Authorization: Bearer <apiKey>',
+    hint: 'pass the apiKey from the session open reply as the OpenAI client apiKey',
+  },
+  PRX_ERR_AUTH_INVALID: {
+    status: 401,
+    message: 'session key is not valid',
+    hint: 'use the apiKey returned when this session was opened; keys die with their session',
+  },
+  PRX_ERR_FORBIDDEN: {
+    status: 403,
+    message: 'session key belongs to another session',
+    hint: 'each session has its own apiKey and baseUrl; do not mix them',
+  },
+  PRX_ERR_NO_SESSION: {
+    status: 404,
+    message: 'no such session',
+    hint: 'open a session first (proxy:session:open) and use its baseUrl',
+  },
+  PRX_ERR_SESSION_ENDED: {
+    status: 410,
+    message: 'session has ended',
+    hint: 'open a new session for a new episode',
+  },
+  PRX_ERR_SESSION_ACTIVE: {
+    status: 409,
+    message: 'session is still active',
+    hint: 'end the session (POST /rl/end_session or proxy:session:end) before exporting it',
+  },
+  PRX_ERR_FULL: {
+    status: 429,
+    message: 'proxy is at capacity',
+    hint: 'retry later, add proxies, or raise proxy.max_sessions / proxy.max_inflight',
+  },
+  PRX_ERR_BAD_REQUEST: {
+    status: 400,
+    message: 'request body is malformed',
+    hint: 'send an OpenAI-shaped JSON body; the message names the offending field',
+  },
+  PRX_ERR_UNSUPPORTED: {
+    status: 400,
+    message: 'request option is not supported by this proxy',
+    hint: 'drop the option (e.g. n > 1); see the README proxy section',
+  },
+  PRX_ERR_PROMPT_TOO_LONG: {
+    status: 400,
+    message: 'prompt exceeds the context length',
+    hint: 'shorten the conversation or raise proxy.context_length',
+  },
+  PRX_ERR_TEMPLATE: {
+    status: 400,
+    message: 'chat template could not render these messages',
+    hint: 'check message roles and order against the model chat template',
+  },
+  PRX_ERR_TOKENIZER: {
+    status: 500,
+    message: 'tokenizer could not be loaded',
+    hint: 'proxy.model_dir must hold tokenizer.json and tokenizer_config.json (with a chat_template)',
+  },
+  PRX_ERR_NO_INTERACTION: {
+    status: 404,
+    message: 'no such interaction in this session',
+    hint: 'pass an interaction_id returned as a completion id, or omit it to mean the last completion',
+  },
+  PRX_ERR_NO_TRAJECTORY: {
+    status: 404,
+    message: 'no trajectories under this reference (unknown or already consumed)',
+    hint: 'each export reference can be fetched once; export the session again only if it was not consumed',
+  },
+  PRX_ERR_ENGINE_DOWN: {
+    status: 503,
+    message: 'no inference engine is reachable',
+    hint: 'check that the engine servers in proxy.engines are running and healthy',
+  },
+  PRX_ERR_UPSTREAM: {
+    status: 502,
+    message: 'inference engine answered with an error or an unreadable reply',
+    hint: 'see the engine log; the proxy log has the upstream status and body',
+  },
+  PRX_ERR_UPSTREAM_TIMEOUT: {
+    status: 504,
+    message: 'inference engine did not answer in time',
+    hint: 'raise proxy.request_timeout_ms or check the engine load',
+  },
+  PRX_ERR_CLOSED: {
+    status: 503,
+    message: 'proxy is shutting down',
+    hint: 'retry against another proxy',
+  },
 } as const satisfies Record<string, ErrDef>
 
 export type ErrCode = keyof typeof catalogue
