@@ -111,6 +111,7 @@ export class Actor {
   /** local directory (the controller's own): consulted instead of asking a controller */
   private resolver: ((sel: { id?: string; role?: string }) => DirEntry[]) | undefined
   private seq = 0
+  private readonly rejectLog = new Map<string, { since: number; n: number; suppressed: number }>()
   private inflight = 0
   private inflightWaiters: (() => void)[] = []
   private heartbeat: NodeJS.Timeout | undefined
@@ -246,6 +247,7 @@ export class Actor {
   ): Promise<AskRes<T>> {
     if (opts.signal?.aborted) throw fail('RT_ERR_CANCELLED', `${type} to ${target}`)
     const peer = await this.peerFor(target)
+    if (opts.signal?.aborted) throw fail('RT_ERR_CANCELLED', `${type} to ${target}`)
     const env = this.envelope(Kind.Ask, type, body, 0)
     const timeoutMs = opts.timeoutMs ?? this.bus.askTimeoutMs
     const result = new Promise<AskRes<T>>((resolve, reject) => {
@@ -415,6 +417,19 @@ export class Actor {
     this.stats.rejected[code] = (this.stats.rejected[code] ?? 0) + 1
   }
 
+  /** Log a rejected frame, at most 10 per code per 10 s (a flood of garbage must not flood the log). */
+  private logReject(code: string, fields: Record<string, unknown>, msg: string): void {
+    const now = Date.now()
+    let w = this.rejectLog.get(code)
+    if (!w || now - w.since > 10000) {
+      if (w && w.suppressed) this.log.warn({ code, suppressed: w.suppressed }, 'rejected frames not logged')
+      w = { since: now, n: 0, suppressed: 0 }
+      this.rejectLog.set(code, w)
+    }
+    if (++w.n <= 10) this.log.warn({ code, ...fields }, msg)
+    else w.suppressed++
+  }
+
   private async inboxLoop(sock: Router): Promise<void> {
     try {
       for await (const [rid, ...frames] of sock) {
@@ -490,7 +505,7 @@ export class Actor {
     const code = typeof e?.code === 'string' ? e.code : 'RT_ERR_DECODE'
     this.count(code)
     const info = (e.details ?? {}) as RejectInfo
-    this.log.warn({ code, err: e.message, from: info.from, type: info.type }, 'frame rejected')
+    this.logReject(code, { err: e.message, from: info.from, type: info.type }, 'frame rejected')
     if (info.kind === Kind.Ask && typeof info.id === 'number')
       this.replyError(rid, info.id, info.type ?? '?', e)
   }
@@ -510,7 +525,7 @@ export class Actor {
         } catch (e) {
           const code = (e as CodedError).code ?? 'RT_ERR_DECODE'
           this.count(code)
-          this.log.warn({ code, err: (e as Error).message, peer: peer.addr }, 'reply rejected')
+          this.logReject(code, { err: (e as Error).message, peer: peer.addr }, 'reply rejected')
           continue
         }
         if (this.taps.length) this.mirror(env, frames, 'reply')

@@ -25,8 +25,11 @@ interface Watch {
 
 export interface DirectoryEvents {
   up: [DirEntry]
-  down: [DirEntry, string]
+  down: [DirEntry, string, DownCause]
 }
+
+/** why an actor went down: missed its heartbeat deadline, its process exited, or it unregistered */
+export type DownCause = 'deadline' | 'exit' | 'unregister'
 
 export class Directory extends EventEmitter<DirectoryEvents> {
   private readonly recs = new Map<string, Record_>()
@@ -52,7 +55,7 @@ export class Directory extends EventEmitter<DirectoryEvents> {
         const r = this.recs.get(b.id)
         if (r && r.entry.state !== 'dead') r.lastBeat = Date.now()
       },
-      'dir:unregister': (b) => this.markDead(b.id, b.reason),
+      'dir:unregister': (b) => this.markDead(b.id, b.reason, 'unregister'),
       'dir:lookup': (b) => ({
         entries: this.select(b.id ? [b.id] : undefined, b.role ? [b.role] : undefined),
       }),
@@ -123,13 +126,16 @@ export class Directory extends EventEmitter<DirectoryEvents> {
   }
 
   /** Declare an actor dead now (exit seen by a supervisor, clean unregister, missed deadline). */
-  markDead(id: string, reason: string): void {
+  markDead(id: string, reason: string, cause: DownCause = 'exit'): void {
     const r = this.recs.get(id)
     if (!r || r.entry.state === 'dead') return
     r.entry = { ...r.entry, state: 'dead' }
-    this.actor.log.warn({ peer: id, role: r.entry.role, reason }, 'actor down')
+    this.actor.log[cause === 'unregister' ? 'info' : 'warn'](
+      { peer: id, role: r.entry.role, reason, cause },
+      'actor down',
+    )
     this.notify(id, r.entry.role, 'dir:down', reason)
-    this.emit('down', this.view(r, Date.now()), reason)
+    this.emit('down', this.view(r, Date.now()), reason, cause)
   }
 
   private view(r: Record_, now: number): DirEntry {
@@ -142,7 +148,11 @@ export class Directory extends EventEmitter<DirectoryEvents> {
     const deadline = this.actor.bus.deadlineMs
     for (const r of this.recs.values()) {
       if (r.entry.state !== 'dead' && now - r.lastBeat > deadline) {
-        this.markDead(r.entry.id, `no heartbeat for ${now - r.lastBeat} ms (deadline ${deadline} ms)`)
+        this.markDead(
+          r.entry.id,
+          `no heartbeat for ${now - r.lastBeat} ms (deadline ${deadline} ms)`,
+          'deadline',
+        )
       }
     }
   }
