@@ -237,6 +237,16 @@ export const catalogue = {
     message: 'request body is malformed',
     hint: 'send an OpenAI-shaped JSON body; the message names the offending field',
   },
+  PRX_ERR_BODY_TOO_LARGE: {
+    status: 413,
+    message: 'request body is larger than the proxy accepts',
+    hint: 'raise proxy.body_limit_bytes, or send shorter conversations',
+  },
+  PRX_ERR_NO_ROUTE: {
+    status: 404,
+    message: 'no such endpoint',
+    hint: 'the proxy serves /v1/chat/completions, /v1/completions, /v1/models, /rl/set_reward, /rl/end_session, /health',
+  },
   PRX_ERR_UNSUPPORTED: {
     status: 400,
     message: 'request option is not supported by this proxy',

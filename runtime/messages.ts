@@ -92,6 +92,8 @@ export const asks = {
   'test:relay': [obj({ to: str, data: any }), obj({ data: any })],
   /** the test:note texts this actor received, in order */
   'test:notes': [obj({}), obj({ notes: arr(str) })],
+  /** demo job (bin/demo): count the primes in [lo, hi) */
+  'demo:work': [obj({ lo: int, hi: int }), obj({ primes: int, worker: str })],
   /** sleep then reply (tests of timeouts and cancellation) */
   'test:sleep': [obj({ ms: int }), obj({ slept: int })],
 } as const satisfies Record<string, readonly [Shape<unknown>, Shape<unknown>]>
