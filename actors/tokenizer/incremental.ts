@@ -6,15 +6,17 @@
  * re-rendered and re-tokenized: that costs O(N²) over an episode (AReaL #1658) and, worse, re-tokenizing
  * the model's own text can give different ids than it sampled, which corrupts PPO's ratios.
  *
- * How the delta is rendered, for any template: render a small fixed probe conversation
- * `[user, assistant]` once (h1), then `[user, assistant, ...newMessages]` with the generation prompt (h2).
- * If h2 starts with h1, the template renders the new messages without touching the assistant turn before
- * them, and `h2.slice(h1.length)` is exactly their text. The text between the assistant's eos and the
- * next message (Qwen: `\n`) is read off h1 once. If h2 does not start with h1, the template rewrites
- * history when these messages follow (Qwen3 drops `<think>` of turns before the last user query): the
- * caller then starts a new sample from a full render instead of extending a corrupted one.
+ * How the delta is rendered, for any template, with a small fixed probe conversation: h1 is what the
+ * token sequence holds after a turn — the template's generation prompt for `[user]` followed by the
+ * model's raw output (reasoning block as the model writes it, then content) and eos; h2 is the template's
+ * render of `[user, assistant, ...newMessages]` with the generation prompt. If h2 starts with h1, the
+ * template renders that earlier turn exactly as the model wrote it, and `h2.slice(h1.length)` is the text
+ * of the new messages. If not, the template rewrites history when these messages follow (Qwen3 drops
+ * `<think>` of turns before the last user query, and empty think blocks): the caller then starts a new
+ * sample from a full render instead of extending a corrupted one. The probe mirrors whether the real turn
+ * had no think block, an empty one, or one with text, because templates treat those differently.
  *
- *   prompt[t+1] = prompt[t] ++ output[t] ++ encode([eos if output lacks it] + suffix + delta)
+ *   prompt[t+1] = prompt[t] ++ output[t] ++ encode([eos if output lacks it] + delta)
  */
 import type { ChatMessage, ChatTemplate, ChatTool } from './chat-template.ts'
 import type { ModelTokenizer } from './tokenizer.ts'
@@ -28,12 +30,8 @@ export type DeltaResult =
   | { kind: 'extend'; ids: number[]; text: string }
   | { kind: 'rewrite'; reason: string }
 
-interface Probe {
-  /** render of the probe conversation ending with the probe assistant turn */
-  h1: string
-  /** text the template writes after the assistant's eos token; null: the template is not incremental */
-  suffix: string | null
-}
+/** What the previous turn's output held before its content: no think block, an empty one, or reasoning. */
+export type ReasoningShape = 'none' | 'empty' | 'text'
 
 const PROBE_USER: ChatMessage = { role: 'user', content: 'probe-user-question' }
 const PROBE_CONTENT = 'probe-assistant-answer'
@@ -41,7 +39,8 @@ const PROBE_REASONING = 'probe-assistant-reasoning'
 const PROBE_CACHE_MAX = 64
 
 export class PromptBuilder {
-  private readonly probes = new Map<string, Probe>()
+  /** h1 per (reasoning shape, tools, kwargs) */
+  private readonly probes = new Map<string, string>()
 
   constructor(
     readonly tokenizer: ModelTokenizer,
@@ -60,56 +59,51 @@ export class PromptBuilder {
 
   /**
    * The tokens that follow the previous turn's output when `newMessages` are appended after it.
-   * `prevHadReasoning`: the previous assistant turn carried reasoning (a `<think>` block) — templates
-   * treat such turns differently, so the probe mirrors it. `outputEndsWithEos`: the previous output
-   * ended with an eos id (otherwise the eos the template would have written is added as a prompt token).
+   * `prevReasoning`: the shape of the previous output's think block. `outputEndsWithEos`: the previous
+   * output ended with an eos id (otherwise the eos the template writes is added as a prompt token).
    */
   delta(
     newMessages: readonly ChatMessage[],
     ctx: TemplateContext,
-    opts: { prevHadReasoning: boolean; outputEndsWithEos: boolean },
+    opts: { prevReasoning: ReasoningShape; outputEndsWithEos: boolean },
   ): DeltaResult {
-    const probe = this.probe(ctx, opts.prevHadReasoning)
-    if (probe.suffix === null) {
-      return { kind: 'rewrite', reason: 'template does not end assistant turns with the eos token' }
-    }
-    const h2 = this.template.render([PROBE_USER, probeAssistant(opts.prevHadReasoning), ...newMessages], {
+    const h1 = this.probe(ctx, opts.prevReasoning)
+    const h2 = this.template.render([PROBE_USER, probeAssistant(opts.prevReasoning), ...newMessages], {
       tools: ctx.tools,
       kwargs: ctx.kwargs,
       addGenerationPrompt: true,
     })
-    if (!h2.startsWith(probe.h1)) {
+    if (!h2.startsWith(h1))
       return { kind: 'rewrite', reason: 'template re-renders the earlier assistant turn' }
-    }
-    const text =
-      (opts.outputEndsWithEos ? '' : this.tokenizer.eosToken) + probe.suffix + h2.slice(probe.h1.length)
+    const text = (opts.outputEndsWithEos ? '' : this.tokenizer.eosToken) + h2.slice(h1.length)
     return { kind: 'extend', ids: this.tokenizer.encode(text), text }
   }
 
-  private probe(ctx: TemplateContext, reasoning: boolean): Probe {
-    const key = `${reasoning ? 1 : 0}|${ctx.tools ? JSON.stringify(ctx.tools) : ''}|${ctx.kwargs ? JSON.stringify(ctx.kwargs) : ''}`
+  private probe(ctx: TemplateContext, shape: ReasoningShape): string {
+    const key = `${shape}|${ctx.tools ? JSON.stringify(ctx.tools) : ''}|${ctx.kwargs ? JSON.stringify(ctx.kwargs) : ''}`
     const hit = this.probes.get(key)
-    if (hit) return hit
-    const h1 = this.template.render([PROBE_USER, probeAssistant(reasoning)], {
+    if (hit !== undefined) return hit
+    const gen = this.template.render([PROBE_USER], {
       tools: ctx.tools,
       kwargs: ctx.kwargs,
-      addGenerationPrompt: false,
+      addGenerationPrompt: true,
     })
-    const at = h1.lastIndexOf(PROBE_CONTENT)
-    const after = at < 0 ? '' : h1.slice(at + PROBE_CONTENT.length)
-    const suffix =
-      at >= 0 && after.startsWith(this.tokenizer.eosToken)
-        ? after.slice(this.tokenizer.eosToken.length)
-        : null
-    const p: Probe = { h1, suffix }
+    const think =
+      shape === 'none' ? '' : `<think>\n${shape === 'text' ? `${PROBE_REASONING}\n` : '\n'}</think>\n\n`
+    // a template that opens the think block in its generation prompt: the model writes the rest of it
+    const raw = think && gen.endsWith('<think>\n') ? think.slice('<think>\n'.length) : think
+    const h1 = gen + raw + PROBE_CONTENT + this.tokenizer.eosToken
     if (this.probes.size >= PROBE_CACHE_MAX) this.probes.delete(this.probes.keys().next().value!)
-    this.probes.set(key, p)
-    return p
+    this.probes.set(key, h1)
+    return h1
   }
 }
 
-function probeAssistant(reasoning: boolean): ChatMessage {
-  return reasoning
-    ? { role: 'assistant', content: PROBE_CONTENT, reasoning_content: PROBE_REASONING }
-    : { role: 'assistant', content: PROBE_CONTENT }
+function probeAssistant(shape: ReasoningShape): ChatMessage {
+  if (shape === 'none') return { role: 'assistant', content: PROBE_CONTENT }
+  return {
+    role: 'assistant',
+    content: PROBE_CONTENT,
+    reasoning_content: shape === 'text' ? PROBE_REASONING : '',
+  }
 }

@@ -32,7 +32,7 @@ describe('incremental prompts with the Qwen3 template', () => {
         const turn = thinkingToolTurn(i)
         const output = [...tokenizer.encode(turn.text), 151645]
         messages.push(turn.message, { role: 'tool', tool_call_id: `call_${i}`, content: `{"temp": ${i}}` })
-        const d = builder.delta(messages.slice(-1), ctx, { prevHadReasoning: true, outputEndsWithEos: true })
+        const d = builder.delta(messages.slice(-1), ctx, { prevReasoning: 'text', outputEndsWithEos: true })
         expect(d.kind, `turn ${i}`).to.equal('extend')
         if (d.kind !== 'extend') return
         const next = [...prompt, ...output, ...d.ids]
@@ -51,7 +51,7 @@ describe('incremental prompts with the Qwen3 template', () => {
       const prompt = builder.full(messages, ctx)
       const turn = thinkingToolTurn(0)
       messages.push(turn.message, { role: 'tool', tool_call_id: 'call_0', content: 'sunny' })
-      const d = builder.delta(messages.slice(-1), ctx, { prevHadReasoning: true, outputEndsWithEos: false })
+      const d = builder.delta(messages.slice(-1), ctx, { prevReasoning: 'text', outputEndsWithEos: false })
       expect(d.kind).to.equal('extend')
       if (d.kind !== 'extend') return
       expect(d.text.startsWith('<|im_end|>\n<|im_start|>user\n<tool_response>\nsunny')).to.equal(true)
@@ -67,9 +67,38 @@ describe('incremental prompts with the Qwen3 template', () => {
         [{ role: 'user', content: 'And tomorrow?' }],
         {},
         {
-          prevHadReasoning: true,
+          prevReasoning: 'text',
           outputEndsWithEos: true,
         },
+      )
+      expect(d.kind).to.equal('rewrite')
+    })
+  })
+
+  describe('when the model answered without a think block', () => {
+    it('should extend across user turns, matching a full render each time', () => {
+      const { tokenizer, builder } = qwen3()
+      const messages: ChatMessage[] = [{ role: 'user', content: 'one' }]
+      let prompt = builder.full(messages)
+      for (let i = 0; i < 5; i++) {
+        messages.push(
+          { role: 'assistant', content: `answer ${i}` },
+          { role: 'user', content: `question ${i}` },
+        )
+        const d = builder.delta(messages.slice(-1), {}, { prevReasoning: 'none', outputEndsWithEos: true })
+        expect(d.kind).to.equal('extend')
+        if (d.kind !== 'extend') return
+        prompt = [...prompt, ...tokenizer.encode(`answer ${i}`), 151645, ...d.ids]
+        expect(prompt).to.deep.equal(builder.full(messages))
+      }
+    })
+
+    it('should report a rewrite after an empty think block, which Qwen3 drops from history', () => {
+      const { builder } = qwen3()
+      const d = builder.delta(
+        [{ role: 'tool', content: 'x' }],
+        {},
+        { prevReasoning: 'empty', outputEndsWithEos: true },
       )
       expect(d.kind).to.equal('rewrite')
     })
@@ -82,7 +111,7 @@ describe('incremental prompts with the Qwen3 template', () => {
       const messages: ChatMessage[] = [{ role: 'user', content: 'Hi' }]
       const prompt = builder.full(messages, ctx)
       const d = builder.delta([{ role: 'user', content: 'More?' }], ctx, {
-        prevHadReasoning: false,
+        prevReasoning: 'none',
         outputEndsWithEos: true,
       })
       // The empty think block of the generation prompt is not kept in history: Qwen3 re-renders it.
@@ -105,7 +134,7 @@ describe('incremental prompts with a plain ChatML template', () => {
     for (let i = 0; i < 5; i++) {
       const answer = `answer ${i}`
       messages.push({ role: 'assistant', content: answer }, { role: 'user', content: `question ${i}` })
-      const d = builder.delta(messages.slice(-1), {}, { prevHadReasoning: false, outputEndsWithEos: true })
+      const d = builder.delta(messages.slice(-1), {}, { prevReasoning: 'none', outputEndsWithEos: true })
       expect(d.kind).to.equal('extend')
       if (d.kind !== 'extend') return
       prompt = [...prompt, ...tokenizer.encode(answer), 151645, ...d.ids]
