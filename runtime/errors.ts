@@ -297,6 +297,52 @@ export const catalogue = {
     message: 'proxy is shutting down',
     hint: 'retry against another proxy',
   },
+  // --- native trainer (native/) ---------------------------------------------------------------------
+  TRN_ERR_LIBTORCH: {
+    status: 500,
+    message: 'no libtorch found to build the native addon',
+    hint: 'apt-get install libtorch-dev libgloo-dev, or pip install torch, or set LIBTORCH; then npm run build:native',
+  },
+  TRN_ERR_NOT_BUILT: {
+    status: 500,
+    message: 'native addon is not built or cannot be loaded',
+    hint: 'run npm run build:native (bin/setup does it); check that libtorch is installed',
+  },
+  TRN_ERR_ARG: {
+    status: 400,
+    message: 'bad argument to a native trainer call',
+    hint: 'check shapes and dtypes against native/index.ts',
+  },
+  TRN_ERR_CONFIG: {
+    status: 400,
+    message: 'model config is not supported by the native trainer',
+    hint: 'fix the named config.json key; the native model implements HF Qwen3',
+  },
+  TRN_ERR_CHECKPOINT: {
+    status: 400,
+    message: 'checkpoint cannot be read or written',
+    hint: 'check the directory holds config.json and matching *.safetensors (and disk space when saving)',
+  },
+  TRN_ERR_BUSY: {
+    status: 409,
+    message: 'native model or process group is busy with another call',
+    hint: 'await the previous call; calls on one model handle (and one process group) are serialised',
+  },
+  TRN_ERR_DISPOSED: {
+    status: 410,
+    message: 'native model was disposed',
+    hint: 'create or load the model again',
+  },
+  TRN_ERR_DIST: {
+    status: 503,
+    message: 'process group rendezvous or collective failed',
+    hint: 'check every rank runs with the same worldSize and rendezvous (fresh storePath or host:port), and is alive',
+  },
+  TRN_ERR_TORCH: {
+    status: 500,
+    message: 'libtorch raised an error',
+    hint: 'a bug or out of memory in the native trainer; the message has the libtorch text',
+  },
 } as const satisfies Record<string, ErrDef>
 
 export type ErrCode = keyof typeof catalogue

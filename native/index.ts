@@ -1,0 +1,577 @@
+/**
+ * The native trainer addon (native/build/trainer.node, C++17 over libtorch): every export, with shapes,
+ * dtypes and threading contracts. This is the only file that loads the addon.
+ *
+ * Threading. Every method that returns a Promise runs off the JS thread (a libuv worker). One call at a
+ * time per model handle: a second call while one is running rejects with TRN_ERR_BUSY (await the first;
+ * the trainer and engine actors serialise their calls). Calls that use a process group are collective:
+ * every rank of the group must make the same calls in the same order, and one group runs one call at a
+ * time (TRN_ERR_BUSY otherwise). Failures reject with a CodedError (`err.code` from runtime/errors.ts,
+ * `err.details.file/line` naming the C++ check); the process never aborts.
+ *
+ * Packed batches. Several variable-length sequences back to back in one row: `inputIds` Int32Array [T],
+ * `cuSeqlens` Int32Array [S+1] with cuSeqlens[0] = 0, cuSeqlens[S] = T, strictly increasing. Tokens attend
+ * only within their own sequence; positions restart at 0 in each.
+ *
+ * Alignment. Every per-token array is aligned with the token it scores: `logprobs[i]` is
+ * log p(inputIds[i] | earlier tokens of the same sequence). The first token of each sequence has no
+ * prediction: its log-prob and entropy are 0 and it must not be in a loss mask. This is the proxy's export
+ * layout (`input_ids = prompt ++ output`, `logprobs = 0…0 ++ engine logprobs`, `loss_mask = 0…0 1…1`),
+ * so trainer batches go in unshifted.
+ *
+ * Numbers. Model dtype float32 (default) or float64 (for gradient checks) on the CPU path; log-probs and
+ * entropies come back as Float32Array, the PPO loss is computed in float64. Logits are computed in chunks
+ * of about 2^24 values, so the full [T × vocab] logits never exist at once (also in the backward pass).
+ */
+
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { type ErrCode, fail, isErrCode } from '../runtime/errors.ts'
+import { eosIds, type HfQwen3Config, type NativeModelConfig, readHfConfig, toNativeConfig } from './config.ts'
+import { checkpointTensors, type TensorLocation } from './safetensors.ts'
+
+export type { HfQwen3Config, NativeModelConfig } from './config.ts'
+export { eosIds, readHfConfig, toNativeConfig } from './config.ts'
+
+/** Parameter dtype of a model on the CPU path. */
+export type ModelDtype = 'float32' | 'float64'
+/** Dtype of saved safetensors. */
+export type SaveDtype = 'float32' | 'bfloat16' | 'float16'
+
+/** Sequences packed in one row (see the file header). */
+export interface PackedBatch {
+  /** Int32Array [T], token ids in [0, vocab_size). */
+  inputIds: Int32Array
+  /** Int32Array [S+1], sequence boundaries. */
+  cuSeqlens: Int32Array
+}
+
+/** Per-token scores, aligned with `inputIds` (0 at each sequence's first token). */
+export interface TokenScores {
+  /** Float32Array [T]: log softmax(logits / temperature) of the token. */
+  logprobs: Float32Array
+  /** Float32Array [T]: entropy of the distribution that predicted the token (same temperature). */
+  entropy: Float32Array
+}
+
+/** One micro-batch of a PPO step: a packed batch plus per-token arrays (all [T], aligned as above). */
+export interface PpoMicroBatch extends PackedBatch {
+  /** Uint8Array [T]: 1 where the token is trained on (never a sequence's first token). */
+  lossMask: Uint8Array
+  /** Advantages A per token. */
+  advantages: Float32Array | Float64Array
+  /** log πprox: log-probs recomputed by this model before the update (the PPO ratio's denominator). */
+  proxLogprobs: Float32Array | Float64Array
+  /** log πbehave: the engine's log-probs; gives the decoupled weight πprox/πbehave. Omitted: weight 1. */
+  behaveLogprobs?: Float32Array | Float64Array
+}
+
+/**
+ * The decoupled PPO loss (DESIGN §5). Per loss token, ρ = exp(logπθ − logπprox):
+ * L = max(−A·ρ, −A·clip(ρ, 1−epsClip, 1+epsClipHigher)); with dualClip c: min(L, c·|A|); times
+ * w = πprox/πbehave (capped: "mask" zeroes tokens with w > cap, "clamp" uses min(w, cap));
+ * loss = Σ w·L / (loss tokens of the global batch). `sequenceLevel` (GSPO): ρ of every token of a
+ * sequence is exp(mean over its loss tokens of logπθ − logπprox).
+ */
+export interface PpoLossConfig {
+  /** ε, default 0.2. */
+  epsClip?: number
+  /** ε_high for the upper bound, default = epsClip. */
+  epsClipHigher?: number
+  /** Dual-clip c (> 1); 0 or absent = off. */
+  dualClip?: number
+  /** Behaviour importance-weight cap; 0 or absent = no cap. */
+  behavImpWeightCap?: number
+  /** How the cap applies: drop the token ("mask", default) or clamp its weight ("clamp"). */
+  behavImpWeightMode?: 'mask' | 'clamp'
+  /** Sequence-level ratio (GSPO), default false. */
+  sequenceLevel?: boolean
+  /** Temperature of the log-probs; must equal the sampling temperature. Default 1. */
+  temperature?: number
+}
+
+/** Learning-rate schedule over optimizer steps (0-based step t). */
+export interface LrSchedule {
+  /** constant; linear or cosine decay from lr to lr·minLrRatio between warmupSteps and totalSteps. */
+  kind: 'constant' | 'linear' | 'cosine'
+  /** Linear warm-up: lr·(t+1)/warmupSteps for t < warmupSteps. Default 0. */
+  warmupSteps?: number
+  /** End of the decay (required for linear/cosine, > warmupSteps). */
+  totalSteps?: number
+  /** Floor of the decay as a fraction of lr, default 0. */
+  minLrRatio?: number
+}
+
+/** AdamW (decoupled weight decay on matrices only, as torch.optim.AdamW) with grad-norm clipping. */
+export interface OptimizerConfig {
+  lr: number
+  /** Default [0.9, 0.999]. */
+  betas?: [number, number]
+  /** Default 1e-8. */
+  eps?: number
+  /** Default 0. Not applied to norms and biases. */
+  weightDecay?: number
+  /** Clip the global grad norm to this (0 = off). Default 1. */
+  maxGradNorm?: number
+  schedule?: LrSchedule
+}
+
+/** Loss statistics over the loss tokens of the whole (global) batch. */
+export interface LossStats {
+  /** The loss value (Σ w·L / tokens). */
+  loss: number
+  /** Number of loss tokens. */
+  tokens: number
+  /** Fraction of loss tokens where the clipped branch was taken. */
+  clipFraction: number
+  /** Fraction where the dual clip was taken. */
+  dualClipFraction: number
+  /** Fraction whose behaviour weight exceeded the cap (masked or clamped). */
+  behavCappedFraction: number
+  ratioMean: number
+  ratioMax: number
+  /** k3 estimator of KL(prox ‖ θ): mean of (ρ − 1) − log ρ with the token-level ρ. */
+  approxKl: number
+  /** Mean entropy of the predicting distributions at the loss tokens. */
+  entropy: number
+}
+
+/** What one optimizer step reports. */
+export interface StepStats extends LossStats {
+  /** Global gradient norm before clipping. */
+  gradNorm: number
+  /** Learning rate used by this step. */
+  lr: number
+  /** True when the gradient was not finite: nothing was updated. */
+  skipped: boolean
+  /** Optimizer steps taken so far (after this one). */
+  step: number
+}
+
+/** One generation request. */
+export interface GenerationRequest {
+  /** Int32Array [P], P ≥ 1. */
+  prompt: Int32Array
+  /** Budget of new tokens, counting any `resume` tokens. Default: sampling.maxNewTokens. */
+  maxNewTokens?: number
+  /** Sampling seed; default sampling.seed + request index. Pass the same seed when resuming. */
+  seed?: number
+  /** A partial output of this request (e.g. returned with finish 'abort'): generation continues after it. */
+  resume?: Pick<Generation, 'tokens' | 'logprobs'>
+}
+
+/** Sampling parameters shared by a batch of requests. */
+export interface SamplingParams {
+  /** 0 = greedy. Default 1. */
+  temperature?: number
+  /** Nucleus sampling mass in (0, 1]. Default 1. */
+  topP?: number
+  /** Keep the k most likely tokens; 0 = off. Default 0. */
+  topK?: number
+  /** Default budget per request. */
+  maxNewTokens?: number
+  /** Token ids that end a request (included in its output). Default: the config's eos_token_id. */
+  stopIds?: number[]
+  /** Base seed. Default 0. */
+  seed?: number
+  /** false: recompute every step from scratch (the reference for the KV-cache path). Default true. */
+  kvCache?: boolean
+}
+
+/** One request's output. */
+export interface Generation {
+  /** Int32Array: the new tokens (a stop id, when hit, is the last one). */
+  tokens: Int32Array
+  /** Float32Array: log p of each token under softmax(logits / temperature) before top-k/top-p
+   * filtering (temperature 1 when greedy) — what the trainer recomputes. */
+  logprobs: Float32Array
+  finish: 'stop' | 'length' | 'abort'
+}
+
+export interface GenerateOptions {
+  /** Aborting stops at the next decode step; unfinished requests come back with finish 'abort'. */
+  signal?: AbortSignal
+  /** Called on the JS thread with the number of decode steps done (calls may be coalesced). */
+  onProgress?: (steps: number) => void
+}
+
+/** Rendezvous for a Gloo process group: a FileStore path (fresh per group) or a TCPStore host:port. */
+export interface ProcessGroupOptions {
+  rank: number
+  worldSize: number
+  /** FileStore rendezvous file (on a filesystem all ranks see; must not exist from an earlier group). */
+  storePath?: string
+  /** TCPStore: rank 0 listens on host:port, the others connect. */
+  host?: string
+  port?: number
+  /** Local address for Gloo's transport (default: libtorch's choice from the hostname). */
+  glooHostname?: string
+  /** Rendezvous and collective timeout, default 300000 ms. */
+  timeoutMs?: number
+}
+
+/** What the addon was built against. */
+export interface BuildInfo {
+  torchVersion: string
+  gloo: boolean
+  cuda: boolean
+  cxx11Abi: boolean
+}
+
+// ---- the raw addon -------------------------------------------------------------------------------------
+
+interface NativeModelInfo {
+  numParams: number
+  dtype: ModelDtype
+  rank: number
+  worldSize: number
+  step: number
+  busy: boolean
+  params: { name: string; shape: number[] }[]
+}
+
+interface NativeModel {
+  info(): NativeModelInfo
+  logprobs(batch: PackedBatch, opts: { temperature: number }): Promise<TokenScores>
+  gradients(
+    mbs: PpoMicroBatch[],
+    loss: PpoLossConfig,
+  ): Promise<{ grads: Record<string, Float32Array | Float64Array>; stats: LossStats }>
+  ppoStep(mbs: PpoMicroBatch[], loss: PpoLossConfig, optim: OptimizerConfig): Promise<StepStats>
+  generate(
+    reqs: { prompt: Int32Array; maxNewTokens: number; seed?: number }[],
+    sampling: SamplingParams,
+    control: Int32Array | null,
+    onProgress: ((steps: number) => void) | null,
+  ): Promise<Generation[]>
+  save(dir: string, opts: { dtype: SaveDtype; maxShardBytes: number }): Promise<string[]>
+  parameters(): Promise<Record<string, Float32Array | Float64Array>>
+  setParameter(name: string, data: Float32Array | Float64Array): void
+  dispose(): void
+}
+
+interface NativeGroup {
+  info(): { rank: number; worldSize: number }
+  allreduceSum(data: Float64Array): Promise<Float64Array>
+  barrier(): Promise<void>
+}
+
+interface Addon {
+  createModel(
+    config: NativeModelConfig,
+    opts: { seed: number; dtype: ModelDtype; processGroup?: NativeGroup },
+  ): Promise<NativeModel>
+  loadModel(
+    config: NativeModelConfig,
+    tensors: TensorLocation[],
+    opts: { dtype: ModelDtype; processGroup?: NativeGroup },
+  ): Promise<NativeModel>
+  ppoLoss(inputs: PpoLossInputs, loss: PpoLossConfig, denom?: number): PpoLossResult
+  lrAt(optim: OptimizerConfig, step: number): number
+  initProcessGroup(opts: ProcessGroupOptions): Promise<NativeGroup>
+  setNumThreads(n: number): void
+  numThreads(): number
+  buildInfo(): BuildInfo
+}
+
+const addonPath = join(dirname(fileURLToPath(import.meta.url)), 'build', 'trainer.node')
+let addon: Addon | undefined
+
+function native(): Addon {
+  if (addon) return addon
+  try {
+    addon = createRequire(import.meta.url)(addonPath) as Addon
+  } catch (e) {
+    throw fail('TRN_ERR_NOT_BUILT', `${addonPath}: ${(e as Error).message}`, { path: addonPath }, e)
+  }
+  return addon
+}
+
+/** Native errors carry `code` (+ file/line); make them catalogue CodedErrors. */
+function coded(e: unknown): Error {
+  const err = e as { code?: unknown; message?: string; file?: string; line?: number }
+  if (err && typeof err === 'object' && isErrCode(err.code) && !('status' in err)) {
+    const details = err.file ? { file: err.file, line: err.line } : undefined
+    return fail(err.code as ErrCode, err.message, details, e)
+  }
+  return e instanceof Error ? e : fail('TRN_ERR_TORCH', String(e))
+}
+
+async function call<T>(fn: () => Promise<T> | T): Promise<T> {
+  try {
+    return await fn()
+  } catch (e) {
+    throw coded(e)
+  }
+}
+
+// ---- public API ---------------------------------------------------------------------------------------
+
+/** A Gloo process group (CPU). Collective methods must be called by every rank. */
+export class ProcessGroup {
+  /** @internal */
+  readonly handle: NativeGroup
+  readonly rank: number
+  readonly worldSize: number
+  /** @internal */
+  constructor(handle: NativeGroup) {
+    this.handle = handle
+    const i = handle.info()
+    this.rank = i.rank
+    this.worldSize = i.worldSize
+  }
+  /** Element-wise sum over ranks (collective). */
+  allreduceSum(data: Float64Array): Promise<Float64Array> {
+    return call(() => this.handle.allreduceSum(data))
+  }
+  /** Returns when every rank has called it (collective). */
+  barrier(): Promise<void> {
+    return call(() => this.handle.barrier())
+  }
+}
+
+/** Joins (or, on rank 0 with TCP, hosts) a Gloo group; resolves once all `worldSize` ranks joined. */
+export function initProcessGroup(opts: ProcessGroupOptions): Promise<ProcessGroup> {
+  return call(async () => new ProcessGroup(await native().initProcessGroup(opts)))
+}
+
+/**
+ * A Qwen3 model with its parameters, gradients and AdamW state (sharded across the ranks of its process
+ * group, if any). Calls are serialised per model (TRN_ERR_BUSY otherwise); with a process group every
+ * async method is collective.
+ */
+export class Model {
+  readonly config: HfQwen3Config
+  readonly dtype: ModelDtype
+  readonly rank: number
+  readonly worldSize: number
+  /** Total parameter count (not per shard). */
+  readonly numParams: number
+  /** HF tensor names and shapes, in the native order. */
+  readonly params: readonly { name: string; shape: number[] }[]
+  readonly #h: NativeModel
+
+  /** @internal use createModel/loadModel */
+  constructor(handle: NativeModel, config: HfQwen3Config) {
+    this.#h = handle
+    this.config = config
+    const i = handle.info()
+    this.dtype = i.dtype
+    this.rank = i.rank
+    this.worldSize = i.worldSize
+    this.numParams = i.numParams
+    this.params = i.params
+  }
+
+  /** Optimizer steps taken so far. */
+  get step(): number {
+    return this.#h.info().step
+  }
+
+  /** Per-token log-probs and entropies of a packed batch at a temperature (> 0, default 1). */
+  logprobs(batch: PackedBatch, opts: { temperature?: number } = {}): Promise<TokenScores> {
+    return call(() => this.#h.logprobs(batch, { temperature: opts.temperature ?? 1 }))
+  }
+
+  /** One optimizer step: PPO loss over all micro-batches (token-weighted), clip, AdamW, schedule. */
+  ppoStep(microBatches: PpoMicroBatch[], loss: PpoLossConfig, optim: OptimizerConfig): Promise<StepStats> {
+    return call(() => this.#h.ppoStep(microBatches, loss, optim))
+  }
+
+  /**
+   * Gradients of the same loss as ppoStep, without updating anything: full tensors (summed over ranks),
+   * by HF name, in the model dtype (Float64Array for float64 models).
+   */
+  gradients(
+    microBatches: PpoMicroBatch[],
+    loss: PpoLossConfig,
+  ): Promise<{ grads: Record<string, Float32Array | Float64Array>; stats: LossStats }> {
+    return call(() => this.#h.gradients(microBatches, loss))
+  }
+
+  /**
+   * Batched sampling with a KV cache. Resolves with one Generation per request, in order; a request
+   * with `resume` gets its full output (resumed tokens first).
+   */
+  generate(
+    requests: GenerationRequest[],
+    sampling: SamplingParams = {},
+    opts: GenerateOptions = {},
+  ): Promise<Generation[]> {
+    return call(async () => {
+      const stopIds = sampling.stopIds ?? eosIds(this.config)
+      const base = sampling.maxNewTokens ?? 0
+      const reqs = requests.map((r, i) => {
+        const budget = r.maxNewTokens ?? base
+        const seed = r.seed ?? (sampling.seed ?? 0) + i
+        if (!r.resume) return { prompt: r.prompt, maxNewTokens: budget, seed }
+        if (r.resume.tokens.length > budget) {
+          throw fail('TRN_ERR_ARG', `requests[${i}].resume has more tokens than maxNewTokens`)
+        }
+        const prompt = new Int32Array(r.prompt.length + r.resume.tokens.length)
+        prompt.set(r.prompt)
+        prompt.set(r.resume.tokens, r.prompt.length)
+        return { prompt, maxNewTokens: budget - r.resume.tokens.length, seed }
+      })
+      const control = new Int32Array(new SharedArrayBuffer(4))
+      const onAbort = () => Atomics.store(control, 0, 1)
+      if (opts.signal?.aborted) onAbort()
+      opts.signal?.addEventListener('abort', onAbort, { once: true })
+      try {
+        const out = await this.#h.generate(reqs, { ...sampling, stopIds }, control, opts.onProgress ?? null)
+        return out.map((g, i) => {
+          const prev = requests[i]!.resume
+          if (!prev) return g
+          const tokens = new Int32Array(prev.tokens.length + g.tokens.length)
+          tokens.set(prev.tokens)
+          tokens.set(g.tokens, prev.tokens.length)
+          const logprobs = new Float32Array(prev.logprobs.length + g.logprobs.length)
+          logprobs.set(prev.logprobs)
+          logprobs.set(g.logprobs, prev.logprobs.length)
+          return { tokens, logprobs, finish: g.finish }
+        })
+      } finally {
+        opts.signal?.removeEventListener('abort', onAbort)
+      }
+    })
+  }
+
+  /**
+   * Writes HF safetensors (names as HF Qwen3) and config.json into `dir` (created if missing): one
+   * model.safetensors, or shards of at most `maxShardBytes` plus model.safetensors.index.json. Rank 0
+   * writes; with a process group every rank must call it. Resolves with the file names written.
+   */
+  save(dir: string, opts: { dtype?: SaveDtype; maxShardBytes?: number } = {}): Promise<string[]> {
+    return call(async () => {
+      const dtype = opts.dtype ?? 'bfloat16'
+      if (this.rank === 0) mkdirSync(dir, { recursive: true })
+      const files = await this.#h.save(dir, { dtype, maxShardBytes: opts.maxShardBytes ?? 0 })
+      if (this.rank === 0) {
+        const cfg = { ...this.config, torch_dtype: dtype }
+        writeFileSync(join(dir, 'config.json'), `${JSON.stringify(cfg, null, 2)}\n`)
+        files.push('config.json')
+      }
+      return files
+    })
+  }
+
+  /** Every parameter by HF name (full tensors, model dtype). Collective with a process group. */
+  parameters(): Promise<Record<string, Float32Array | Float64Array>> {
+    return call(() => this.#h.parameters())
+  }
+
+  /** Overwrite one parameter (full value, same on every rank; each keeps its shard). Synchronous. */
+  setParameter(name: string, data: Float32Array | Float64Array): void {
+    try {
+      this.#h.setParameter(name, data)
+    } catch (e) {
+      throw coded(e)
+    }
+  }
+
+  /** Frees the parameters and optimizer state; later calls reject with TRN_ERR_DISPOSED. */
+  dispose(): void {
+    try {
+      this.#h.dispose()
+    } catch (e) {
+      throw coded(e)
+    }
+  }
+}
+
+export interface CreateModelOptions {
+  /** HF config (as config.json). */
+  config: HfQwen3Config
+  /** Seed of the random init (HF's: normal(0, initializer_range) matrices, ones for norms). Default 0. */
+  seed?: number
+  dtype?: ModelDtype
+  /** Shard parameters, gradients and optimizer state over this group (every rank calls with the same seed). */
+  processGroup?: ProcessGroup
+}
+
+/** A randomly initialised model; the same seed gives the same weights on every run and rank. */
+export function createModel(opts: CreateModelOptions): Promise<Model> {
+  return call(async () => {
+    const nc = toNativeConfig(opts.config)
+    const h = await native().createModel(nc, {
+      seed: opts.seed ?? 0,
+      dtype: opts.dtype ?? 'float32',
+      processGroup: opts.processGroup?.handle,
+    })
+    return new Model(h, opts.config)
+  })
+}
+
+/** Loads an HF checkpoint directory (config.json + safetensors, sharded or not; F32/F16/BF16/F64). */
+export function loadModel(
+  dir: string,
+  opts: { dtype?: ModelDtype; processGroup?: ProcessGroup } = {},
+): Promise<Model> {
+  return call(async () => {
+    const config = readHfConfig(dir)
+    const tensors = checkpointTensors(dir)
+    const h = await native().loadModel(toNativeConfig(config), tensors, {
+      dtype: opts.dtype ?? 'float32',
+      processGroup: opts.processGroup?.handle,
+    })
+    return new Model(h, config)
+  })
+}
+
+/** Inputs of the standalone PPO loss (all [T]; float64 log-probs). */
+export interface PpoLossInputs {
+  logprobs: Float64Array
+  proxLogprobs: Float64Array | Float32Array
+  behaveLogprobs?: Float64Array | Float32Array
+  advantages: Float64Array | Float32Array
+  lossMask: Uint8Array
+  /** Sequence boundaries (for the sequence-level ratio). */
+  cuSeqlens: Int32Array
+}
+
+export interface PpoLossResult {
+  loss: number
+  /** Float64Array [T]: d loss / d logprobs. */
+  grad: Float64Array
+  stats: LossStats
+}
+
+/**
+ * The exact PPO loss ppoStep uses, on given log-probs (float64, synchronous, small inputs): its value and
+ * gradient w.r.t. the log-probs. `denom` defaults to the number of loss tokens.
+ */
+export function ppoLoss(inputs: PpoLossInputs, loss: PpoLossConfig, denom?: number): PpoLossResult {
+  try {
+    return native().ppoLoss(inputs, loss, denom)
+  } catch (e) {
+    throw coded(e)
+  }
+}
+
+/** The learning rate the optimizer uses at 0-based step `step`. */
+export function lrAt(optim: OptimizerConfig, step: number): number {
+  try {
+    return native().lrAt(optim, step)
+  } catch (e) {
+    throw coded(e)
+  }
+}
+
+/** libtorch intra-op threads for this process (all models). */
+export function setNumThreads(n: number): void {
+  try {
+    native().setNumThreads(n)
+  } catch (e) {
+    throw coded(e)
+  }
+}
+
+export function numThreads(): number {
+  return native().numThreads()
+}
+
+export function buildInfo(): BuildInfo {
+  return native().buildInfo()
+}

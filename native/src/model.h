@@ -1,0 +1,91 @@
+// Qwen3 decoder-only transformer as Hugging Face defines it (RMSNorm, RoPE with rope_theta, grouped-query
+// attention with per-head q/k RMSNorm, SwiGLU MLP, optional tied embeddings), over packed sequences.
+//
+// Packed batch convention (shared with native/index.ts): T tokens of S sequences back to back, sequence s
+// is tokens [cu[s], cu[s+1]); no attention across sequences; positions restart at 0 in each sequence.
+// Per-token outputs are aligned with the token they score: out[i] = log p(ids[i] | ids[cu[s]..i-1]), and
+// out[cu[s]] = 0 (the first token of a sequence has no prediction).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config.h"
+#include "params.h"
+
+namespace trn {
+
+struct PackedBatch {
+  at::Tensor ids;                // int64 [T]
+  std::vector<int64_t> cu;       // S+1 offsets, cu[0] = 0, cu[S] = T
+  at::Tensor positions() const;  // int64 [T], restarting at 0 per sequence
+  at::Tensor seqIndex() const;   // int64 [T], sequence number of each token
+  int64_t tokens() const { return cu.back(); }
+  int64_t numSeqs() const { return static_cast<int64_t>(cu.size()) - 1; }
+};
+
+/** Validates cu_seqlens against T (TRN_ERR_ARG) and builds the batch. */
+PackedBatch makePacked(std::vector<int64_t> ids, std::vector<int64_t> cu, int64_t vocab);
+
+/** Named references into the materialized parameter list. */
+struct LayerWeights {
+  at::Tensor inNorm, q, k, v, o, qb, kb, vb, ob, qNorm, kNorm, postNorm, gate, up, down;
+};
+struct Weights {
+  at::Tensor embed, finalNorm, lmHead;
+  std::vector<LayerWeights> layers;
+};
+
+/** Attention over one layer: q [T, nH, hd], k/v [T, nKV, hd] (after RoPE) → [T, nH, hd]. */
+using AttentionFn = std::function<at::Tensor(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int layer)>;
+
+/** Reference causal attention per packed sequence (plain matmul + mask + softmax, GQA by repetition). */
+at::Tensor attentionPacked(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const std::vector<int64_t>& cu);
+
+/** Per-token scores of a packed batch (aligned as described above). */
+struct Scores {
+  at::Tensor logprobs;  // [T], model dtype or float32 (whichever is wider)
+  at::Tensor entropy;   // [T]
+};
+
+class Model {
+ public:
+  Model(ModelConfig cfg, at::ScalarType dtype, std::shared_ptr<Comm> comm);
+
+  const ModelConfig cfg;
+  ParamStore store;
+
+  /** Seeded init as HF's _init_weights: normal(0, initializer_range) matrices, ones for norms, zero biases. */
+  void initRandom(uint64_t seed);
+
+  /** Bind named weights to the currently materialized parameters. */
+  Weights weights(const std::vector<at::Tensor>& full) const;
+
+  /** Final-norm hidden states [T, H] for token ids [T] at positions [T], attention given. */
+  at::Tensor hidden(const Weights& w, const at::Tensor& ids, const at::Tensor& pos, const AttentionFn& attn) const;
+
+  /** Logits rows [N, V] from hidden rows [N, H] at a temperature (float32 or float64). */
+  at::Tensor logits(const Weights& w, const at::Tensor& h, double temperature) const;
+
+  /** Per-token log-probs and entropies from hidden states, `chunkRows` rows of logits at a time. */
+  Scores score(const Weights& w, const at::Tensor& hidden, const PackedBatch& b, double temperature) const;
+
+  /**
+   * Backward of a loss that depends on the per-token log-probs only through `gradLogprobs` ([T], d loss /
+   * d logprob[i]): recomputes logits chunk by chunk so the [T × V] logits never exist at once.
+   * Accumulates into parameter .grad and into `hidden`'s graph.
+   */
+  void backwardThroughScores(const Weights& w, const at::Tensor& hidden, const PackedBatch& b, double temperature,
+                             const at::Tensor& gradLogprobs) const;
+
+  /** Number of logits rows per chunk (bounded memory: about 2^24 logits per chunk). */
+  int64_t chunkRows() const;
+
+  at::ScalarType computeType() const;  // float64 for f64 models, else float32
+};
+
+}  // namespace trn

@@ -1,0 +1,144 @@
+#include "train.h"
+
+#include <ATen/core/grad_mode.h>
+
+#include <cmath>
+
+namespace trn {
+
+void OptimConfig::validate() const {
+  TRN_CHECK(lr >= 0, "TRN_ERR_ARG", "lr must be >= 0");
+  TRN_CHECK(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, "TRN_ERR_ARG", "betas must be in [0, 1)");
+  TRN_CHECK(eps > 0, "TRN_ERR_ARG", "eps must be > 0");
+  TRN_CHECK(weightDecay >= 0, "TRN_ERR_ARG", "weightDecay must be >= 0");
+  TRN_CHECK(maxGradNorm >= 0, "TRN_ERR_ARG", "maxGradNorm must be >= 0 (0 = off)");
+  const auto& s = schedule;
+  TRN_CHECK(s.kind == "constant" || s.kind == "linear" || s.kind == "cosine", "TRN_ERR_ARG",
+            "schedule.kind must be constant, linear or cosine, got '" + s.kind + "'");
+  TRN_CHECK(s.warmupSteps >= 0, "TRN_ERR_ARG", "schedule.warmupSteps must be >= 0");
+  TRN_CHECK(s.kind == "constant" || s.totalSteps > s.warmupSteps, "TRN_ERR_ARG",
+            "schedule.totalSteps must be > warmupSteps for a " + s.kind + " schedule");
+  TRN_CHECK(s.minLrRatio >= 0 && s.minLrRatio <= 1, "TRN_ERR_ARG", "schedule.minLrRatio must be in [0, 1]");
+}
+
+double lrAt(const OptimConfig& cfg, int64_t step) {
+  const auto& s = cfg.schedule;
+  if (s.warmupSteps > 0 && step < s.warmupSteps) return cfg.lr * static_cast<double>(step + 1) / s.warmupSteps;
+  if (s.kind == "constant") return cfg.lr;
+  double p = static_cast<double>(step - s.warmupSteps) / static_cast<double>(s.totalSteps - s.warmupSteps);
+  p = std::min(1.0, std::max(0.0, p));
+  double f = s.kind == "linear" ? 1.0 - (1.0 - s.minLrRatio) * p
+                                : s.minLrRatio + (1.0 - s.minLrRatio) * 0.5 * (1.0 + std::cos(M_PI * p));
+  return cfg.lr * f;
+}
+
+namespace {
+
+void reduceSums(Comm* comm, PpoSums& s) {
+  if (!comm || comm->worldSize() == 1) return;
+  auto t = at::tensor(std::vector<double>{s.loss, s.tokens, s.clipped, s.dualClipped, s.behavDropped, s.ratioSum,
+                                          s.approxKlSum, s.entropySum},
+                      at::kDouble);
+  comm->allreduceSum(t);
+  auto a = t.accessor<double, 1>();
+  s.loss = a[0], s.tokens = a[1], s.clipped = a[2], s.dualClipped = a[3], s.behavDropped = a[4], s.ratioSum = a[5],
+  s.approxKlSum = a[6], s.entropySum = a[7];
+  auto maxes = comm->allgather(at::tensor(std::vector<double>{s.ratioMax}, at::kDouble));
+  for (auto& m : maxes) s.ratioMax = std::max(s.ratioMax, m.item<double>());
+}
+
+}  // namespace
+
+PpoSums accumulateGrads(Model& model, const Weights& w, std::vector<MicroBatch>& mbs, const PpoLossConfig& loss,
+                        double temperature) {
+  loss.validate();
+  TRN_CHECK(temperature > 0, "TRN_ERR_ARG", "temperature must be > 0");
+  // Token-count weighting: every micro-batch divides by the loss tokens of the whole global batch.
+  double localTokens = 0;
+  for (auto& mb : mbs) localTokens += mb.mask.sum().item<double>();
+  double denom = localTokens;
+  Comm* comm = model.store.comm();
+  if (comm && comm->worldSize() > 1) {
+    auto t = at::tensor(std::vector<double>{localTokens}, at::kDouble);
+    comm->allreduceSum(t);
+    denom = t.item<double>();
+  }
+  TRN_CHECK(denom > 0, "TRN_ERR_ARG", "the batch has no loss tokens (every lossMask is 0)");
+  PpoSums sums;
+  for (auto& mb : mbs) {
+    auto pos = mb.batch.positions();
+    auto h = model.hidden(w, mb.batch.ids, pos, [&](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int) {
+      return attentionPacked(q, k, v, mb.batch.cu);
+    });
+    auto sc = model.score(w, h.detach(), mb.batch, temperature);
+    auto lpLeaf = sc.logprobs.to(at::kDouble).detach().requires_grad_(true);
+    auto l = ppoLoss(lpLeaf, mb.prox, mb.behave, mb.adv, mb.mask, mb.batch.seqIndex(), mb.batch.numSeqs(), denom, loss,
+                     sums);
+    {
+      at::NoGradGuard ng;
+      sums.entropySum += (sc.entropy.to(at::kDouble) * mb.mask.to(at::kDouble)).sum().item<double>();
+    }
+    l.backward();
+    model.backwardThroughScores(w, h, mb.batch, temperature, lpLeaf.grad());
+  }
+  reduceSums(comm, sums);
+  return sums;
+}
+
+std::vector<at::Tensor> lossGradients(Model& model, std::vector<MicroBatch>& mbs, const PpoLossConfig& loss,
+                                      double temperature, PpoSums& sums) {
+  const auto& full = model.store.materialize(true);
+  auto w = model.weights(full);
+  sums = accumulateGrads(model, w, mbs, loss, temperature);
+  auto reduced = model.store.reduceGrads();
+  std::vector<at::Tensor> out;
+  for (size_t i = 0; i < model.store.specs().size(); i++)
+    out.push_back(model.store.fullGradOf(reduced, static_cast<int>(i)).clone());
+  model.store.release();
+  return out;
+}
+
+StepStats ppoStep(Model& model, std::vector<MicroBatch>& mbs, const PpoLossConfig& loss, double temperature,
+                  const OptimConfig& opt) {
+  opt.validate();
+  auto& st = model.store;
+  StepStats out;
+  {
+    const auto& full = st.materialize(true);
+    auto w = model.weights(full);
+    out.sums = accumulateGrads(model, w, mbs, loss, temperature);
+    auto reduced = st.reduceGrads();
+    st.keepGradShard(reduced);
+    st.release();
+  }
+  at::NoGradGuard ng;
+  auto sq = st.grad().to(at::kDouble).pow(2).sum().reshape({1});
+  if (st.worldSize() > 1) st.comm()->allreduceSum(sq);
+  out.gradNorm = std::sqrt(sq.item<double>());
+  out.lr = lrAt(opt, st.step);
+  if (!std::isfinite(out.gradNorm)) {
+    out.skipped = true;
+    out.step = st.step;
+    return out;
+  }
+  auto& g = st.grad();
+  if (opt.maxGradNorm > 0) {
+    double coef = std::min(1.0, opt.maxGradNorm / (out.gradNorm + 1e-6));
+    g.mul_(coef);
+  }
+  const int64_t t = ++st.step;
+  auto& p = st.master();
+  auto& m = st.expAvg();
+  auto& v = st.expAvgSq();
+  m.mul_(opt.beta1).add_(g, 1.0 - opt.beta1);
+  v.mul_(opt.beta2).addcmul_(g, g, 1.0 - opt.beta2);
+  const double bc1 = 1.0 - std::pow(opt.beta1, static_cast<double>(t));
+  const double bc2 = 1.0 - std::pow(opt.beta2, static_cast<double>(t));
+  if (opt.weightDecay > 0) p.sub_(p * st.decayMask() * (out.lr * opt.weightDecay));
+  auto denom = (v.sqrt() / std::sqrt(bc2)).add_(opt.eps);
+  p.addcdiv_(m, denom, -out.lr / bc1);
+  out.step = t;
+  return out;
+}
+
+}  // namespace trn

@@ -1,0 +1,79 @@
+/** Shared fixtures of the native tests: the debug config, a seeded PRNG, packed batches, comparisons. */
+import { readFileSync } from 'node:fs'
+import type { HfQwen3Config, PackedBatch, PpoMicroBatch } from '../../native/index.ts'
+
+export const debugConfigPath = new URL('../../configs/models/qwen3-debug/config.json', import.meta.url)
+  .pathname
+
+/** The tiny debug Qwen3 config every integration test runs, with optional overrides. */
+export function debugConfig(over: Partial<HfQwen3Config> = {}): HfQwen3Config {
+  return { ...(JSON.parse(readFileSync(debugConfigPath, 'utf8')) as HfQwen3Config), ...over }
+}
+
+/** mulberry32: a small seeded PRNG in [0, 1). */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+/** Random sequences of the given lengths packed in one row. */
+export function packed(lengths: number[], vocab: number, seed: number): PackedBatch {
+  const r = rng(seed)
+  const total = lengths.reduce((a, b) => a + b, 0)
+  const inputIds = new Int32Array(total)
+  for (let i = 0; i < total; i++) inputIds[i] = Math.floor(r() * vocab)
+  const cuSeqlens = new Int32Array(lengths.length + 1)
+  lengths.forEach((l, i) => {
+    cuSeqlens[i + 1] = cuSeqlens[i]! + l
+  })
+  return { inputIds, cuSeqlens }
+}
+
+/** A PPO micro-batch: the first `prompt` tokens of each sequence are prompt (mask 0), the rest output. */
+export function microBatch(
+  lengths: number[],
+  vocab: number,
+  seed: number,
+  opts: { prompt?: number; prox?: Float32Array; behaveNoise?: number } = {},
+): PpoMicroBatch {
+  const b = packed(lengths, vocab, seed)
+  const r = rng(seed ^ 0x9e3779b9)
+  const T = b.inputIds.length
+  const lossMask = new Uint8Array(T)
+  const advantages = new Float32Array(T)
+  const proxLogprobs = new Float32Array(T)
+  const behaveLogprobs = new Float32Array(T)
+  const prompt = opts.prompt ?? 2
+  for (let s = 0; s < lengths.length; s++) {
+    const a = r() * 2 - 1
+    for (let i = b.cuSeqlens[s]! + prompt; i < b.cuSeqlens[s + 1]!; i++) {
+      lossMask[i] = 1
+      advantages[i] = a
+    }
+  }
+  for (let i = 0; i < T; i++) {
+    proxLogprobs[i] = opts.prox ? opts.prox[i]! : -12 + r()
+    behaveLogprobs[i] = proxLogprobs[i]! + (r() - 0.5) * (opts.behaveNoise ?? 0.2)
+  }
+  return { ...b, lossMask, advantages, proxLogprobs, behaveLogprobs }
+}
+
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`)
+  let m = 0
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!))
+  return m
+}
+
+/** First n pairs, for failure messages (llm.c habit: show what differs). */
+export function pairs(a: ArrayLike<number>, b: ArrayLike<number>, n = 5): string {
+  const out: string[] = []
+  for (let i = 0; i < Math.min(n, a.length); i++) out.push(`${a[i]} vs ${b[i]}`)
+  return out.join(', ')
+}
