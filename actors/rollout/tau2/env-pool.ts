@@ -25,7 +25,8 @@ export interface EnvPoolOptions {
   log: Logger
 }
 
-type PinnedTask = { op: SessionOp; [k: symbol]: unknown }
+/** the op itself travels to the worker; the symbol-keyed pin is read by the balancer and not cloned */
+type PinnedTask = SessionOp & { [k: symbol]: unknown }
 
 /** Client of the environment threads; one per rollout process, shared by all its episodes. */
 export class EnvPool {
@@ -68,7 +69,7 @@ export class EnvPool {
     if (this.closed) throw fail('ENV_ERR_POOL_CLOSED')
     if (!this.pool) return { threadId: 0, result: handleOp(op) }
     const pin = episodeId === undefined ? undefined : this.pins.get(episodeId)
-    const task: PinnedTask = { op, [Piscina.queueOptionsSymbol]: pin === undefined ? null : { pin } }
+    const task: PinnedTask = { ...op, [Piscina.queueOptionsSymbol]: pin === undefined ? null : { pin } }
     try {
       return (await this.pool.run(task)) as WorkerReply
     } catch (err) {
