@@ -39,7 +39,7 @@ import {
   type TellEnvelope,
   type TellType,
 } from './messages.ts'
-import { Sender } from './sender.ts'
+import { Sender, unbatch } from './sender.ts'
 
 export type { BusConfig }
 
@@ -71,7 +71,9 @@ export interface AskOptions {
 interface Pending {
   resolve: (v: unknown) => void
   reject: (e: Error) => void
-  timer: NodeJS.Timeout
+  /** when it times out (ms since epoch) */
+  deadline: number
+  what: string
   peer: Peer
   type: string
   onAbort?: () => void
@@ -111,6 +113,8 @@ export class Actor {
   /** local directory (the controller's own): consulted instead of asking a controller */
   private resolver: ((sel: { id?: string; role?: string }) => DirEntry[]) | undefined
   private seq = 0
+  private timeoutTimer: NodeJS.Timeout | undefined
+  private timeoutAt = Number.POSITIVE_INFINITY
   private readonly rejectLog = new Map<string, { since: number; n: number; suppressed: number }>()
   private inflight = 0
   private inflightWaiters: (() => void)[] = []
@@ -193,7 +197,7 @@ export class Actor {
         throw fail('RT_ERR_BIND', `${this.bus.bind}: ${(e as Error).message}`)
       }
       this.inbox = sock
-      this.inboxSender = new Sender(sock, `${this.id} inbox`)
+      this.inboxSender = new Sender(sock, `${this.id} inbox`, 1)
       this.addr = this.advertised(sock.lastEndpoint ?? this.bus.bind)
       this.loops.push(this.inboxLoop(sock))
     }
@@ -256,11 +260,10 @@ export class Actor {
         reject,
         peer,
         type,
-        timer: setTimeout(
-          () => this.settle(env.id, p, fail('RT_ERR_TIMEOUT', `${type} to ${target} after ${timeoutMs} ms`)),
-          timeoutMs,
-        ),
+        deadline: Date.now() + timeoutMs,
+        what: `${type} to ${target} after ${timeoutMs} ms`,
       }
+      this.armTimeouts(p.deadline)
       if (opts.signal) {
         p.signal = opts.signal
         p.onAbort = () => this.settle(env.id, p, fail('RT_ERR_CANCELLED', `${type} to ${target}`))
@@ -387,10 +390,33 @@ export class Actor {
     return peer
   }
 
+  /**
+   * One timer for all pending asks (a timer per ask costs more than the ask itself at 30k asks/s): it
+   * fires at the earliest deadline and rejects every ask whose deadline has passed.
+   */
+  private armTimeouts(deadline: number): void {
+    if (this.timeoutAt <= deadline && this.timeoutTimer) return
+    if (this.timeoutTimer) clearTimeout(this.timeoutTimer)
+    this.timeoutAt = deadline
+    this.timeoutTimer = setTimeout(() => this.sweepTimeouts(), Math.max(0, deadline - Date.now()))
+    this.timeoutTimer.unref()
+  }
+
+  private sweepTimeouts(): void {
+    this.timeoutTimer = undefined
+    this.timeoutAt = Number.POSITIVE_INFINITY
+    const now = Date.now()
+    let next = Number.POSITIVE_INFINITY
+    for (const [id, p] of this.pending) {
+      if (p.deadline <= now) this.settle(id, p, fail('RT_ERR_TIMEOUT', p.what))
+      else if (p.deadline < next) next = p.deadline
+    }
+    if (next !== Number.POSITIVE_INFINITY) this.armTimeouts(next)
+  }
+
   private settle(id: number, p: Pending, err: Error | null, value?: unknown): void {
     this.pending.delete(id)
     p.peer.pending.delete(id)
-    clearTimeout(p.timer)
     if (p.onAbort) p.signal?.removeEventListener('abort', p.onAbort)
     if (err) p.reject(err)
     else p.resolve(value)
@@ -432,32 +458,37 @@ export class Actor {
 
   private async inboxLoop(sock: Router): Promise<void> {
     try {
-      for await (const [rid, ...frames] of sock) {
-        this.stats.received++
-        let env: Envelope
-        try {
-          env = decode(frames, this.bus.maxFrameBytes)
-        } catch (e) {
-          this.reject(rid, e as CodedError)
-          continue
+      for await (const [rid, ...parts] of sock) {
+        for (const frames of unbatch(parts)) {
+          this.stats.received++
+          let env: Envelope
+          try {
+            env = decode(frames, this.bus.maxFrameBytes)
+          } catch (e) {
+            this.reject(rid, e as CodedError)
+            continue
+          }
+          if (this.taps.length) this.mirror(env, frames, 'in')
+          if (env.kind !== Kind.Tell && env.kind !== Kind.Ask) {
+            this.count('RT_ERR_SHAPE')
+            this.log.warn(
+              { type: env.type, from: env.from, kind: env.kind },
+              'reply arrived on inbox; dropped',
+            )
+            continue
+          }
+          const h = (this.handlers as Record<string, (b: unknown, e: Envelope) => unknown>)[env.type]
+          if (!h) {
+            this.count('RT_ERR_UNKNOWN_TYPE')
+            this.log.warn({ type: env.type, from: env.from }, 'no handler')
+            if (env.kind === Kind.Ask)
+              this.replyError(rid, env.id, env.type, fail('RT_ERR_UNKNOWN_TYPE', env.type))
+            continue
+          }
+          if (this.inflight >= this.bus.maxInflight)
+            await new Promise<void>((r) => this.inflightWaiters.push(r))
+          this.run(rid, env, h)
         }
-        if (this.taps.length) this.mirror(env, frames, 'in')
-        if (env.kind !== Kind.Tell && env.kind !== Kind.Ask) {
-          this.count('RT_ERR_SHAPE')
-          this.log.warn({ type: env.type, from: env.from, kind: env.kind }, 'reply arrived on inbox; dropped')
-          continue
-        }
-        const h = (this.handlers as Record<string, (b: unknown, e: Envelope) => unknown>)[env.type]
-        if (!h) {
-          this.count('RT_ERR_UNKNOWN_TYPE')
-          this.log.warn({ type: env.type, from: env.from }, 'no handler')
-          if (env.kind === Kind.Ask)
-            this.replyError(rid, env.id, env.type, fail('RT_ERR_UNKNOWN_TYPE', env.type))
-          continue
-        }
-        if (this.inflight >= this.bus.maxInflight)
-          await new Promise<void>((r) => this.inflightWaiters.push(r))
-        this.run(rid, env, h)
       }
     } catch (e) {
       if (this.state !== 'closed') this.log.error({ err: (e as Error).message }, 'inbox loop failed')
@@ -518,21 +549,23 @@ export class Actor {
 
   private async replyLoop(peer: Peer): Promise<void> {
     try {
-      for await (const frames of peer.sock) {
-        let env: Envelope
-        try {
-          env = decode(frames, this.bus.maxFrameBytes)
-        } catch (e) {
-          const code = (e as CodedError).code ?? 'RT_ERR_DECODE'
-          this.count(code)
-          this.logReject(code, { err: (e as Error).message, peer: peer.addr }, 'reply rejected')
-          continue
+      for await (const parts of peer.sock) {
+        for (const frames of unbatch(parts)) {
+          let env: Envelope
+          try {
+            env = decode(frames, this.bus.maxFrameBytes)
+          } catch (e) {
+            const code = (e as CodedError).code ?? 'RT_ERR_DECODE'
+            this.count(code)
+            this.logReject(code, { err: (e as Error).message, peer: peer.addr }, 'reply rejected')
+            continue
+          }
+          if (this.taps.length) this.mirror(env, frames, 'reply')
+          const p = this.pending.get(env.re)
+          if (!p) continue // late reply after timeout/cancel
+          if (env.kind === Kind.Reply) this.settle(env.re, p, null, env.body)
+          else if (env.kind === Kind.Error) this.settle(env.re, p, fromWire(env.body))
         }
-        if (this.taps.length) this.mirror(env, frames, 'reply')
-        const p = this.pending.get(env.re)
-        if (!p) continue // late reply after timeout/cancel
-        if (env.kind === Kind.Reply) this.settle(env.re, p, null, env.body)
-        else if (env.kind === Kind.Error) this.settle(env.re, p, fromWire(env.body))
       }
     } catch (e) {
       if (this.state !== 'closed') this.log.error({ err: (e as Error).message }, 'reply loop failed')
