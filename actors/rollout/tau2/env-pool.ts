@@ -67,7 +67,11 @@ export class EnvPool {
 
   private async send(op: SessionOp, episodeId?: string): Promise<WorkerReply> {
     if (this.closed) throw fail('ENV_ERR_POOL_CLOSED')
-    if (!this.pool) return { threadId: 0, result: handleOp(op) }
+    if (!this.pool) {
+      // in-thread mode: each op runs as its own macrotask, as a worker's reply would arrive
+      await new Promise<void>((resolve) => setImmediate(resolve))
+      return { threadId: 0, result: handleOp(op) }
+    }
     const pin = episodeId === undefined ? undefined : this.pins.get(episodeId)
     const task: PinnedTask = { ...op, [Piscina.queueOptionsSymbol]: pin === undefined ? null : { pin } }
     try {
