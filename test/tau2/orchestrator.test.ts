@@ -2,6 +2,7 @@ import { expect } from 'chai'
 import { validate } from '../../actors/rollout/tau2/config.ts'
 import { loadTask } from '../../actors/rollout/tau2/data.ts'
 import { EnvPool } from '../../actors/rollout/tau2/env-pool.ts'
+import { openEpisodes } from '../../actors/rollout/tau2/session.ts'
 import type { Tau2EpisodeInfo } from '../../actors/rollout/tau2/workflow.ts'
 import { Tau2Workflow } from '../../actors/rollout/tau2/workflow.ts'
 import { silentLogger } from '../../runtime/log.ts'
@@ -249,6 +250,60 @@ describe('tau2 orchestrator through the openai client', () => {
       expect(agentReq.messages.map((m) => m.role)).to.deep.equal(['system', 'assistant', 'user'])
       const userReq = server.requests.filter((r) => r.model === 'user')[1].body
       expect(userReq.messages.map((m) => m.role)).to.deep.equal(['system', 'user', 'assistant', 'tool'])
+    })
+  })
+
+  describe('when the task starts from a message history', () => {
+    it('should replay the history into the environment and continue from its last message', async () => {
+      scripts.agent = turns(
+        {
+          tool_calls: [{ name: 'update_task_status', arguments: { task_id: 'task_2', status: 'completed' } }],
+        },
+        { content: 'task_2 is completed.' },
+      )
+      scripts.user = turns({ content: 'Now mark it completed.' }, { content: '###STOP###' })
+      const { reward, info } = await run({ domain: 'mock' }, 'update_task_with_message_history')
+      expect(info.terminationReason).to.equal('user_stop')
+      expect(info.trajectory.slice(0, 4).map((m) => m.role)).to.deep.equal([
+        'user',
+        'assistant',
+        'tool',
+        'assistant',
+      ])
+      // the history ended with agent text, so the user simulator speaks first
+      expect(server.requests[0].model).to.equal('user')
+      expect(info.evaluation?.components.ACTION?.reward).to.equal(1)
+      expect(reward).to.equal(1)
+    })
+  })
+
+  describe('when the episode is aborted', () => {
+    it('should reject and free the environment session', async () => {
+      scripts.agent = turns({ content: 'Hello?' })
+      scripts.user = turns({ content: 'Hi.' })
+      const cfg = validate({
+        domain: 'mock',
+        data_dir: DATA_DIR,
+        user_llm_base_url: server.url,
+        user_llm: 'user',
+      })
+      const ac = new AbortController()
+      ac.abort(new Error('stop now'))
+      const before = openEpisodes()
+      let err: unknown
+      try {
+        await new Tau2Workflow(cfg, pool).run('update_task_1', {
+          baseURL: server.url,
+          apiKey: 'k',
+          model: 'agent',
+          signal: ac.signal,
+          log,
+        })
+      } catch (e) {
+        err = e
+      }
+      expect((err as Error)?.message).to.equal('stop now')
+      expect(openEpisodes()).to.equal(before)
     })
   })
 
