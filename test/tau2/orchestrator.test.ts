@@ -188,6 +188,11 @@ describe('tau2 orchestrator through the openai client', () => {
       expect(info.trajectory[1]).to.include({ role: 'tool', requestor: 'assistant', error: false })
     })
 
+    it('should require a user simulator URL outside solo mode', () => {
+      const cfg = validate({ domain: 'mock', data_dir: DATA_DIR })
+      expect(() => new Tau2Workflow(cfg, pool)).to.throw(/econfig.user_llm_base_url/)
+    })
+
     it('should refuse solo mode for airline', () => {
       expect(() => validate({ domain: 'airline', solo_mode: true })).to.throw(/solo_mode/)
     })

@@ -5,6 +5,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import OpenAI from 'openai'
+import { fail } from '../../../runtime/errors.ts'
 import type { AgentWorkflow, WorkflowContext, WorkflowResult } from '../workflow.ts'
 import { LLMAgent } from './agent.ts'
 import { dataDirOf, type Tau2Config } from './config.ts'
@@ -39,6 +40,10 @@ export class Tau2Workflow implements AgentWorkflow<Tau2TaskRef> {
     private readonly pool: EnvPool,
   ) {
     this.dataDir = dataDirOf(cfg)
+    if (!cfg.solo_mode && !cfg.user_llm_base_url)
+      throw fail('CFG_ERR_MISSING', 'econfig.user_llm_base_url: required unless econfig.solo_mode is true', {
+        key: 'econfig.user_llm_base_url',
+      })
     if (cfg.user_llm_base_url)
       this.userClient = new OpenAI({
         baseURL: cfg.user_llm_base_url,
