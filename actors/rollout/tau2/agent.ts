@@ -46,6 +46,26 @@ export function agentSystemPrompt(policy: string, solo: boolean, ticket?: string
 
 type ChatMessage = OpenAI.Chat.Completions.ChatCompletionMessageParam
 
+/**
+ * Run one request under a child of the episode's signal, unlinking it afterwards: the openai client
+ * leaves a listener on the signal it is given, which would pile up over a long episode.
+ */
+export async function withRequestSignal<T>(
+  signal: AbortSignal | undefined,
+  fn: (s?: AbortSignal) => Promise<T>,
+): Promise<T> {
+  if (!signal) return fn(undefined)
+  const ac = new AbortController()
+  const onAbort = () => ac.abort(signal.reason)
+  if (signal.aborted) ac.abort(signal.reason)
+  else signal.addEventListener('abort', onAbort, { once: true })
+  try {
+    return await fn(ac.signal)
+  } finally {
+    signal.removeEventListener('abort', onAbort)
+  }
+}
+
 /** The agent's view of a trajectory as chat messages. */
 export function agentView(system: string, trajectory: readonly Message[]): ChatMessage[] {
   const out: ChatMessage[] = [{ role: 'system', content: system }]
@@ -114,14 +134,16 @@ export class LLMAgent {
     const tools = this.o.solo ? [...this.o.tools, DONE_TOOL] : this.o.tools
     let res: OpenAI.Chat.Completions.ChatCompletion
     try {
-      res = await this.o.client.chat.completions.create(
-        {
-          ...(this.o.args ?? {}),
-          model: this.o.model,
-          messages: agentView(this.system, trajectory),
-          ...(tools.length ? { tools, tool_choice: this.o.solo ? 'required' : 'auto' } : {}),
-        } as OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming,
-        { signal },
+      res = await withRequestSignal(signal, (rs) =>
+        this.o.client.chat.completions.create(
+          {
+            ...(this.o.args ?? {}),
+            model: this.o.model,
+            messages: agentView(this.system, trajectory),
+            ...(tools.length ? { tools, tool_choice: this.o.solo ? 'required' : 'auto' } : {}),
+          } as OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming,
+          { signal: rs },
+        ),
       )
     } catch (err) {
       if (signal?.aborted) throw err

@@ -5,6 +5,7 @@
  */
 import type OpenAI from 'openai'
 import { fail } from '../../../runtime/errors.ts'
+import { withRequestSignal } from './agent.ts'
 import { pyReprStrList } from './pyjson.ts'
 import type { Message } from './types.ts'
 
@@ -47,16 +48,18 @@ export async function judgeNlAssertions(
 ): Promise<{ reward: number; notes: string[] }> {
   let text: string | null | undefined
   try {
-    const res = await o.client.chat.completions.create(
-      {
-        ...(o.args ?? {}),
-        model: o.model,
-        messages: [
-          { role: 'system', content: JUDGE_SYSTEM },
-          { role: 'user', content: judgeUserPrompt(trajectory, assertions) },
-        ],
-      } as OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming,
-      { signal },
+    const res = await withRequestSignal(signal, (rs) =>
+      o.client.chat.completions.create(
+        {
+          ...(o.args ?? {}),
+          model: o.model,
+          messages: [
+            { role: 'system', content: JUDGE_SYSTEM },
+            { role: 'user', content: judgeUserPrompt(trajectory, assertions) },
+          ],
+        } as OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming,
+        { signal: rs },
+      ),
     )
     text = res.choices?.[0]?.message?.content
   } catch (err) {

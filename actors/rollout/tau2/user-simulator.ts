@@ -7,7 +7,7 @@
  */
 import type OpenAI from 'openai'
 import { fail } from '../../../runtime/errors.ts'
-import { parseToolCalls } from './agent.ts'
+import { parseToolCalls, withRequestSignal } from './agent.ts'
 import type { OpenAITool } from './tools.ts'
 import { type Message, renderUserScenario, type Task, type UserMessage } from './types.ts'
 
@@ -70,14 +70,16 @@ export class UserSimulator {
   async generate(trajectory: readonly Message[], signal?: AbortSignal): Promise<UserMessage> {
     let res: OpenAI.Chat.Completions.ChatCompletion
     try {
-      res = await this.o.client.chat.completions.create(
-        {
-          ...(this.o.args ?? {}),
-          model: this.o.model,
-          messages: userView(this.system, trajectory),
-          ...(this.o.tools.length ? { tools: this.o.tools, tool_choice: 'auto' } : {}),
-        } as OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming,
-        { signal },
+      res = await withRequestSignal(signal, (rs) =>
+        this.o.client.chat.completions.create(
+          {
+            ...(this.o.args ?? {}),
+            model: this.o.model,
+            messages: userView(this.system, trajectory),
+            ...(this.o.tools.length ? { tools: this.o.tools, tool_choice: 'auto' } : {}),
+          } as OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming,
+          { signal: rs },
+        ),
       )
     } catch (err) {
       if (signal?.aborted) throw err
