@@ -11,7 +11,7 @@
  * [request body, reply body]. A Reply carries the type of its ask; an Error carries a WireError.
  * Adding a message = adding one line here (and a sample in test/fixtures/messages.ts).
  */
-import { any, arr, bool, type Infer, int, lit, num, obj, opt, rec, type Shape, str } from './shape.ts'
+import { any, arr, bool, type Infer, int, lit, num, obj, opt, rec, type Shape, str, typed } from './shape.ts'
 
 export const PROTOCOL_VERSION = 1
 
@@ -39,6 +39,50 @@ export const tapInfo = obj({ id: str, addr: str, filter: tapFilter })
 export type TapInfo = Infer<typeof tapInfo>
 
 export const wireError = obj({ code: str, message: str, details: opt(rec(any)) })
+
+/** Sampling parameters sent to an engine (token ids in, token ids out). */
+export const samplingShape = obj({
+  maxNewTokens: int,
+  temperature: num,
+  topP: num,
+  topK: opt(int),
+  stopTokenIds: arr(int),
+  seed: opt(int),
+})
+export type SamplingShape = Infer<typeof samplingShape>
+
+/**
+ * A reference to exported trajectories held by a proxy (bulk arrays stay there until the trainer
+ * fetches them): what the controller sees instead of the data.
+ */
+export const trajRef = obj({
+  /** actor id of the proxy holding the data */
+  proxy: str,
+  ref: str,
+  samples: int,
+  tokens: int,
+  trainableTokens: int,
+  minVersion: int,
+  maxVersion: int,
+})
+export type TrajRef = Infer<typeof trajRef>
+
+/** One episode's outcome as the rollout actor reports it. */
+export const episodeResult = obj({
+  sessionId: str,
+  reward: num,
+  status: lit('completed', 'failed'),
+  /** who a failure is blamed on: the policy (agent), the user simulator, the environment, or infrastructure */
+  blame: opt(lit('agent', 'user', 'env', 'infra')),
+  error: opt(wireError),
+  /** per reward component: 1 passed, 0 failed, null not evaluated */
+  components: opt(rec(any)),
+  /** how the episode ended (agent_stop, user_stop, max_steps, too_many_errors, …) */
+  termination: opt(str),
+  turns: int,
+  tokens: int,
+})
+export type EpisodeResult = Infer<typeof episodeResult>
 
 // --- one-way messages -------------------------------------------------------------------------------------
 export const tells = {
@@ -92,6 +136,51 @@ export const asks = {
   'test:relay': [obj({ to: str, data: any }), obj({ data: any })],
   /** the test:note texts this actor received, in order */
   'test:notes': [obj({}), obj({ notes: arr(str) })],
+  // --- embedded engine (actors/engine.ts) ---
+  /** generate after inputIds; resolves with finishReason 'abort' (and the tokens so far) when paused */
+  'engine:generate': [
+    obj({ rid: str, inputIds: typed(Int32Array), sampling: samplingShape }),
+    obj({
+      outputIds: typed(Int32Array),
+      logprobs: typed(Float32Array),
+      versions: typed(Int32Array),
+      finishReason: lit('stop', 'length', 'abort'),
+    }),
+  ],
+  /** abort in-flight generations, hold new ones until engine:resume */
+  'engine:pause': [obj({}), obj({ aborted: int })],
+  'engine:resume': [obj({}), obj({ version: int })],
+  /** load HF safetensors weights from a directory; tokens generated afterwards carry `version` */
+  'engine:update_weights': [obj({ path: str, version: int }), obj({ version: int, loadMs: num })],
+  'engine:info': [
+    obj({}),
+    obj({ version: int, running: int, queued: int, paused: bool, generatedTokens: int, weightsPath: str }),
+  ],
+
+  // --- rollout (actors/rollout/actor.ts) ---
+  /** run nSamples episodes of one task through a proxy; reply when all have ended and been exported */
+  'rollout:run': [
+    obj({ groupId: str, taskId: str, nSamples: int, version: int, seed: int }),
+    obj({ groupId: str, episodes: arr(episodeResult), traj: opt(trajRef), ms: num }),
+  ],
+  /** stop taking work; reply once in-flight groups are done */
+  'rollout:drain': [obj({}), obj({ completed: int })],
+
+  // --- trainer (actors/trainer.ts; rank 0 is the head) ---
+  /** one PPO step over these groups (data fetched from proxies by reference); returns stats */
+  'trainer:step': [
+    obj({
+      step: int,
+      version: int,
+      groups: arr(obj({ groupId: str, traj: trajRef })),
+    }),
+    obj({ step: int, stats: rec(num), ms: num }),
+  ],
+  /** write the current weights as HF safetensors under dir (for engines to load) */
+  'trainer:publish': [obj({ version: int, dir: str }), obj({ dir: str, ms: num })],
+  /** save a resumable checkpoint (weights + optimizer + step) under dir */
+  'trainer:checkpoint': [obj({ dir: str, step: int }), obj({ dir: str, ms: num })],
+
   /** demo job (bin/demo): count the primes in [lo, hi) */
   'demo:work': [obj({ lo: int, hi: int }), obj({ primes: int, worker: str })],
   /** sleep then reply (tests of timeouts and cancellation) */
