@@ -448,7 +448,7 @@ export class Actor {
     const now = Date.now()
     let w = this.rejectLog.get(code)
     if (!w || now - w.since > 10000) {
-      if (w && w.suppressed) this.log.warn({ code, suppressed: w.suppressed }, 'rejected frames not logged')
+      if (w?.suppressed) this.log.warn({ code, suppressed: w.suppressed }, 'rejected frames not logged')
       w = { since: now, n: 0, suppressed: 0 }
       this.rejectLog.set(code, w)
     }
