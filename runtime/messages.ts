@@ -67,6 +67,24 @@ export const trajRef = obj({
 })
 export type TrajRef = Infer<typeof trajRef>
 
+/** Packed training samples as a proxy exports them (fetched once by the trainer, then freed). */
+export const packedTrajectories = obj({
+  ref: str,
+  style: lit('individual', 'concat'),
+  sessionIds: arr(str),
+  /** sample k spans [offsets[k], offsets[k+1]) of the token arrays */
+  offsets: typed(Int32Array),
+  inputIds: typed(Int32Array),
+  lossMask: typed(Uint8Array),
+  logprobs: typed(Float32Array),
+  versions: typed(Int32Array),
+  /** per sample */
+  rewards: typed(Float32Array),
+  sampleSession: typed(Int32Array),
+  completionIds: arr(arr(str)),
+})
+export type PackedTrajectoriesMsg = Infer<typeof packedTrajectories>
+
 /** One episode's outcome as the rollout actor reports it. */
 export const episodeResult = obj({
   sessionId: str,
@@ -156,6 +174,33 @@ export const asks = {
     obj({}),
     obj({ version: int, running: int, queued: int, paused: bool, generatedTokens: int, weightsPath: str }),
   ],
+
+  // --- proxy (actors/proxy/actor.ts): sessions, export by reference, engine control ---
+  'proxy:session:open': [
+    obj({ sessionId: opt(str), meta: opt(rec(any)) }),
+    obj({ sessionId: str, apiKey: str, baseUrl: str }),
+  ],
+  'proxy:session:end': [obj({ sessionId: str }), obj({ completions: int })],
+  /** reward one completion (interactionId) or the session's last */
+  'proxy:session:reward': [
+    obj({ sessionId: str, reward: num, interactionId: opt(str) }),
+    obj({ interactionId: str }),
+  ],
+  /** pack ended sessions into samples held under a reference; the reply is the reference */
+  'proxy:export': [
+    obj({ sessionIds: arr(str), style: opt(lit('individual', 'concat')), turnDiscount: opt(num) }),
+    trajRef,
+  ],
+  /** the packed arrays of a reference (freed on the proxy once fetched) */
+  'proxy:fetch': [obj({ ref: str }), packedTrajectories],
+  /** free references that will not be fetched (filtered or stale groups) */
+  'proxy:release': [obj({ refs: arr(str) }), obj({ released: int })],
+  /** pause the proxy's engines (in-flight generations abort and are resumed later) */
+  'proxy:pause': [obj({}), obj({ version: int })],
+  'proxy:resume': [obj({}), obj({ version: int })],
+  /** have the proxy's engines load weights from path; tokens from now on carry `version` */
+  'proxy:update_weights': [obj({ path: str, version: int }), obj({ version: int })],
+  'proxy:stats': [obj({}), rec(any)],
 
   // --- rollout (actors/rollout/actor.ts) ---
   /** run nSamples episodes of one task through a proxy; reply when all have ended and been exported */
