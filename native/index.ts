@@ -21,7 +21,7 @@
  *
  * Numbers. Model dtype float32 (default) or float64 (for gradient checks) on the CPU path; log-probs and
  * entropies come back as Float32Array, the PPO loss is computed in float64. Logits are computed in chunks
- * of about 2^24 values, so the full [T × vocab] logits never exist at once (also in the backward pass).
+ * of about 2^22 values, so the full [T × vocab] logits never exist at once (also in the backward pass).
  */
 
 import { mkdirSync, writeFileSync } from 'node:fs'

@@ -209,7 +209,8 @@ at::Tensor Model::logits(const Weights& w, const at::Tensor& h, double temperatu
   return temperature == 1.0 ? lg : lg / temperature;
 }
 
-int64_t Model::chunkRows() const { return std::max<int64_t>(1, (int64_t{1} << 24) / cfg.vocabSize); }
+// 2^22 logits (16 MB in float32) per chunk: bounded memory, and below glibc's mmap threshold (addon.cc).
+int64_t Model::chunkRows() const { return std::max<int64_t>(1, (int64_t{1} << 22) / cfg.vocabSize); }
 
 namespace {
 // Rows of `hidden` that predict a token (every token but the first of its sequence): src = j-1, dst = j.

@@ -82,7 +82,7 @@ class Model {
   void backwardThroughScores(const Weights& w, const at::Tensor& hidden, const PackedBatch& b, double temperature,
                              const at::Tensor& gradLogprobs) const;
 
-  /** Number of logits rows per chunk (bounded memory: about 2^24 logits per chunk). */
+  /** Number of logits rows per chunk (bounded memory: about 2^22 logits per chunk). */
   int64_t chunkRows() const;
 
   at::ScalarType computeType() const;  // float64 for f64 models, else float32

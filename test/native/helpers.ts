@@ -58,7 +58,8 @@ export function microBatch(
     }
   }
   for (let i = 0; i < T; i++) {
-    proxLogprobs[i] = opts.prox ? opts.prox[i]! : -12 + r()
+    // a random init is near uniform: log-probs near -log(vocab)
+    proxLogprobs[i] = opts.prox ? opts.prox[i]! : -Math.log(vocab) + (r() - 0.5) * 0.5
     behaveLogprobs[i] = proxLogprobs[i]! + (r() - 0.5) * (opts.behaveNoise ?? 0.2)
   }
   return { ...b, lossMask, advantages, proxLogprobs, behaveLogprobs }
