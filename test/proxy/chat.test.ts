@@ -150,6 +150,32 @@ describe('proxy chat completions (official openai client over HTTP, SGLang stand
     })
   })
 
+  describe('when the template rewrites history (Qwen3 drops old <think> at a new user query)', () => {
+    it('should start a new sample, and concat export should keep the two samples apart', async () => {
+      const { handle, client } = await h.open()
+      const messages: Msg[] = [{ role: 'user', content: 'think first' }]
+      const r1 = await client.chat.completions.create({ model: 'policy', messages })
+      const m1 = r1.choices[0]!.message as (typeof r1.choices)[0]['message'] & { reasoning_content?: string }
+      expect(m1.reasoning_content).to.equal('The user wants a short answer.')
+      messages.push(m1, { role: 'user', content: 'and now?' })
+      await client.chat.completions.create({ model: 'policy', messages })
+      expect(h.service.stats().historyRewrites).to.equal(1)
+      const [q1, q2] = h.engines[0]!.core.requests
+      // the second prompt is the template's full render (no old <think>), not an extension of the first
+      const { tokenizer } = qwen3()
+      expect(tokenizer.decode(q2!.inputIds)).to.not.contain('<think>')
+      expect(q2!.inputIds.slice(0, q1!.inputIds.length + 3)).to.not.deep.equal([
+        ...q1!.inputIds,
+        151667,
+        198,
+        785,
+      ])
+      await h.service.endSession(handle.sessionId)
+      const meta = await h.service.exportTrajectories(handle.sessionId, { style: 'concat' })
+      expect(meta.samples).to.equal(2)
+    })
+  })
+
   describe('when a conversation runs 20 turns', () => {
     it('should send prompts that are exact token prefixes of the next turn', async () => {
       const { client } = await h.open()

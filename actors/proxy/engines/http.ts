@@ -8,7 +8,12 @@ import { fail } from '../../../runtime/errors.ts'
 export async function postJson(
   url: string,
   body: unknown,
-  opts: { timeoutMs: number; signal?: AbortSignal; method?: 'POST' | 'GET' },
+  opts: {
+    timeoutMs: number
+    signal?: AbortSignal
+    method?: 'POST' | 'GET' /** control endpoints may answer plain text */
+    text?: boolean
+  },
 ): Promise<unknown> {
   const timeout = AbortSignal.timeout(opts.timeoutMs)
   const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout
@@ -40,7 +45,7 @@ export async function postJson(
       status: res.status,
     })
   }
-  if (text === '') return {}
+  if (text === '' || opts.text) return text === '' ? {} : text
   try {
     return JSON.parse(text)
   } catch (err) {

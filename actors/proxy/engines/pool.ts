@@ -26,6 +26,7 @@ export class EnginePool {
   private readonly downUntil: number[]
   private readonly affinity = new Map<string, number>()
   private paused = false
+  private closed = false
   private unpause: { promise: Promise<void>; resolve: () => void } | null = null
   /** generations that were aborted by a pause and resumed (for stats and tests) */
   resumed = 0
@@ -174,27 +175,32 @@ export class EnginePool {
     )
   }
 
+  /** Generations waiting for a resume fail with PRX_ERR_CLOSED. */
   async close(): Promise<void> {
+    this.closed = true
+    this.paused = false
     this.unpause?.resolve()
+    this.unpause = null
     await Promise.all(this.engines.map((e) => e.close()))
   }
 
   private async waitUnpaused(signal?: AbortSignal): Promise<void> {
     while (this.paused && this.unpause) {
-      if (!signal) {
-        await this.unpause.promise
-        continue
-      }
-      if (signal.aborted) throw signal.reason
-      await new Promise<void>((resolve, reject) => {
-        const onAbort = () => reject(signal.reason)
-        signal.addEventListener('abort', onAbort, { once: true })
-        this.unpause!.promise.then(() => {
-          signal.removeEventListener('abort', onAbort)
-          resolve()
+      const wait = this.unpause.promise
+      if (!signal) await wait
+      else {
+        if (signal.aborted) throw signal.reason
+        await new Promise<void>((resolve, reject) => {
+          const onAbort = () => reject(signal.reason)
+          signal.addEventListener('abort', onAbort, { once: true })
+          wait.then(() => {
+            signal.removeEventListener('abort', onAbort)
+            resolve()
+          })
         })
-      })
+      }
     }
+    if (this.closed) throw fail('PRX_ERR_CLOSED', 'proxy closed while generation was paused')
   }
 }
 

@@ -87,11 +87,15 @@ export class SglangEngine implements Engine {
   }
 
   async pause(): Promise<void> {
-    await postJson(`${this.opts.url}/pause_generation`, { mode: 'abort' }, { timeoutMs: this.opts.timeoutMs })
+    await postJson(
+      `${this.opts.url}/pause_generation`,
+      { mode: 'abort' },
+      { timeoutMs: this.opts.timeoutMs, text: true },
+    )
   }
 
   async resume(): Promise<void> {
-    await postJson(`${this.opts.url}/continue_generation`, {}, { timeoutMs: this.opts.timeoutMs })
+    await postJson(`${this.opts.url}/continue_generation`, {}, { timeoutMs: this.opts.timeoutMs, text: true })
   }
 
   async updateWeights(path: string, version: number): Promise<void> {
@@ -102,7 +106,7 @@ export class SglangEngine implements Engine {
     )) as { success?: boolean; message?: string }
     if (r.success === false)
       throw fail('PRX_ERR_UPSTREAM', `${this.name}: weight update refused: ${r.message ?? ''}`)
-    await postJson(`${this.opts.url}/flush_cache`, {}, { timeoutMs: this.opts.timeoutMs })
+    await postJson(`${this.opts.url}/flush_cache`, {}, { timeoutMs: this.opts.timeoutMs, text: true })
     this.version = version
   }
 
@@ -112,7 +116,7 @@ export class SglangEngine implements Engine {
 
   async health(): Promise<boolean> {
     try {
-      await postJson(`${this.opts.url}/health`, undefined, { timeoutMs: 5000, method: 'GET' })
+      await postJson(`${this.opts.url}/health`, undefined, { timeoutMs: 5000, method: 'GET', text: true })
       return true
     } catch {
       return false

@@ -82,11 +82,11 @@ export class VllmEngine implements Engine {
   }
 
   async pause(): Promise<void> {
-    await postJson(`${this.opts.url}/pause?mode=abort`, {}, { timeoutMs: this.opts.timeoutMs })
+    await postJson(`${this.opts.url}/pause?mode=abort`, {}, { timeoutMs: this.opts.timeoutMs, text: true })
   }
 
   async resume(): Promise<void> {
-    await postJson(`${this.opts.url}/resume`, {}, { timeoutMs: this.opts.timeoutMs })
+    await postJson(`${this.opts.url}/resume`, {}, { timeoutMs: this.opts.timeoutMs, text: true })
   }
 
   async updateWeights(path: string, version: number): Promise<void> {
@@ -104,7 +104,7 @@ export class VllmEngine implements Engine {
 
   async health(): Promise<boolean> {
     try {
-      await postJson(`${this.opts.url}/health`, undefined, { timeoutMs: 5000, method: 'GET' })
+      await postJson(`${this.opts.url}/health`, undefined, { timeoutMs: 5000, method: 'GET', text: true })
       return true
     } catch {
       return false

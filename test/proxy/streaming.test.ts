@@ -1,0 +1,126 @@
+import { expect } from 'chai'
+import type OpenAI from 'openai'
+import { type Harness, startProxy } from '../fixtures/proxy/harness.ts'
+import { WEATHER_TOOL } from '../fixtures/proxy/qwen3.ts'
+
+type Msg = OpenAI.Chat.Completions.ChatCompletionMessageParam
+
+async function collect(stream: AsyncIterable<OpenAI.Chat.Completions.ChatCompletionChunk>) {
+  let content = ''
+  let reasoning = ''
+  let finish: string | null = null
+  let usage: OpenAI.Completions.CompletionUsage | undefined
+  const calls: { id?: string; name?: string; args: string }[] = []
+  let chunks = 0
+  for await (const c of stream) {
+    chunks++
+    if (c.usage) usage = c.usage
+    const ch = c.choices[0]
+    if (!ch) continue
+    const d = ch.delta as typeof ch.delta & { reasoning_content?: string }
+    content += d.content ?? ''
+    reasoning += d.reasoning_content ?? ''
+    for (const t of d.tool_calls ?? []) {
+      const slot = (calls[t.index] ??= { args: '' })
+      if (t.id) slot.id = t.id
+      if (t.function?.name) slot.name = t.function.name
+      slot.args += t.function?.arguments ?? ''
+    }
+    if (ch.finish_reason) finish = ch.finish_reason
+  }
+  return { content, reasoning, finish, calls, usage, chunks }
+}
+
+describe('proxy streaming (SSE through the official openai client)', () => {
+  let h: Harness
+  beforeEach(async () => {
+    h = await startProxy()
+  })
+  afterEach(async () => {
+    await h.close()
+  })
+
+  describe('when the request has no tools', () => {
+    it('should stream the same content, reasoning and usage as the non-streamed reply', async () => {
+      const messages: Msg[] = [{ role: 'user', content: 'please think about it' }]
+      const a = await h.open()
+      const whole = await a.client.chat.completions.create({ model: 'policy', messages })
+      const b = await h.open()
+      const s = await collect(
+        await b.client.chat.completions.create({
+          model: 'policy',
+          messages,
+          stream: true,
+          stream_options: { include_usage: true },
+        }),
+      )
+      const m = whole.choices[0]!.message as (typeof whole.choices)[0]['message'] & {
+        reasoning_content?: string
+      }
+      expect(s.content).to.equal(m.content).and.equal('Here it is.')
+      expect(s.reasoning).to.equal(m.reasoning_content).and.equal('The user wants a short answer.')
+      expect(s.finish).to.equal('stop')
+      expect(s.usage?.completion_tokens).to.equal(whole.usage?.completion_tokens)
+    })
+  })
+
+  describe('when the request has tools', () => {
+    it('should stream tool calls with ids, names and arguments, and finish with tool_calls', async () => {
+      const { client } = await h.open()
+      const s = await collect(
+        await client.chat.completions.create({
+          model: 'policy',
+          messages: [
+            {
+              role: 'user',
+              content: 'call get_weather {"city": "Oslo"} and call get_weather {"city": "Rome"}',
+            },
+          ],
+          tools: [WEATHER_TOOL as never],
+          stream: true,
+        }),
+      )
+      expect(s.finish).to.equal('tool_calls')
+      expect(s.content).to.equal('')
+      expect(s.calls.map((c) => [c.name, JSON.parse(c.args)])).to.deep.equal([
+        ['get_weather', { city: 'Oslo' }],
+        ['get_weather', { city: 'Rome' }],
+      ])
+      expect(new Set(s.calls.map((c) => c.id)).size).to.equal(2)
+    })
+
+    it('should let the agent continue the conversation from streamed tool calls', async () => {
+      const { client } = await h.open()
+      const messages: Msg[] = [{ role: 'user', content: 'call get_weather {"city": "Oslo"}' }]
+      const s = await collect(
+        await client.chat.completions.create({
+          model: 'policy',
+          messages,
+          tools: [WEATHER_TOOL as never],
+          stream: true,
+        }),
+      )
+      messages.push(
+        {
+          role: 'assistant',
+          content: null,
+          tool_calls: s.calls.map((c) => ({
+            id: c.id!,
+            type: 'function',
+            function: { name: c.name!, arguments: c.args },
+          })),
+        },
+        { role: 'tool', tool_call_id: s.calls[0]!.id!, content: 'snow' },
+      )
+      const r = await client.chat.completions.create({
+        model: 'policy',
+        messages,
+        tools: [WEATHER_TOOL as never],
+      })
+      expect(r.choices[0]!.message.content).to.equal('The tool said: snow.')
+      expect(h.service.stats().historyRewrites).to.equal(0)
+      const reqs = h.engines[0]!.core.requests
+      expect(reqs[1]!.inputIds.slice(0, reqs[0]!.inputIds.length)).to.deep.equal(reqs[0]!.inputIds)
+    })
+  })
+})
