@@ -1,5 +1,5 @@
 import { expect } from 'chai'
-import OpenAI from 'openai'
+import OpenAI, { APIError } from 'openai'
 import { type Harness, startProxy } from '../fixtures/proxy/harness.ts'
 
 /** A URL where nothing listens (a port we bound and released). */
@@ -12,12 +12,12 @@ async function deadUrl(): Promise<string> {
   return `http://127.0.0.1:${port}`
 }
 
-async function rejects(p: Promise<unknown>): Promise<OpenAI.APIError> {
+async function rejects(p: Promise<unknown>): Promise<APIError> {
   try {
     await p
   } catch (err) {
-    expect(err).to.be.instanceOf(OpenAI.APIError)
-    return err as OpenAI.APIError
+    expect(err).to.be.instanceOf(APIError)
+    return err as APIError
   }
   throw new Error('expected a rejection')
 }
