@@ -97,8 +97,10 @@ export const episodeResult = obj({
   components: opt(rec(any)),
   /** how the episode ended (agent_stop, user_stop, max_steps, too_many_errors, …) */
   termination: opt(str),
+  /** orchestrator steps of the episode */
   turns: int,
-  tokens: int,
+  /** completions the policy produced (proxy records) */
+  completions: int,
 })
 export type EpisodeResult = Infer<typeof episodeResult>
 

@@ -57,7 +57,7 @@ function makeOps(seed: number, opts: { failEvery?: number; rollouts?: string[] }
         status: 'completed',
         components: { db: 1 },
         turns: 2,
-        tokens: 10,
+        completions: 1,
       }))
       const traj: TrajRef = {
         proxy: 'proxy/0',
