@@ -224,6 +224,7 @@ export interface BuildInfo {
 
 interface NativeModelInfo {
   numParams: number
+  shardNumel: number
   dtype: ModelDtype
   rank: number
   worldSize: number
@@ -349,6 +350,8 @@ export class Model {
   readonly worldSize: number
   /** Total parameter count (not per shard). */
   readonly numParams: number
+  /** Elements of this rank's parameter shard (≈ numParams / worldSize; optimizer state is 2× this). */
+  readonly shardNumel: number
   /** HF tensor names and shapes, in the native order. */
   readonly params: readonly { name: string; shape: number[] }[]
   readonly #h: NativeModel
@@ -362,6 +365,7 @@ export class Model {
     this.rank = i.rank
     this.worldSize = i.worldSize
     this.numParams = i.numParams
+    this.shardNumel = i.shardNumel
     this.params = i.params
   }
 

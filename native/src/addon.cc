@@ -430,6 +430,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       auto& st = model_->store;
       auto o = Napi::Object::New(env);
       o.Set("numParams", static_cast<double>(st.numParams()));
+      o.Set("shardNumel", static_cast<double>(st.master().numel()));
       o.Set("dtype", dtypeName(st.dtype()));
       o.Set("rank", st.rank());
       o.Set("worldSize", st.worldSize());

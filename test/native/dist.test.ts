@@ -1,0 +1,140 @@
+import { type ChildProcess, spawn } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { expect } from 'chai'
+import { createModel, initProcessGroup, loadModel } from '../../native/index.ts'
+import { runShare, type ShareResult } from '../fixtures/native/dist-shared.ts'
+import { maxAbsDiff } from './helpers.ts'
+
+const worker = new URL('../fixtures/native/dist-worker.ts', import.meta.url).pathname
+
+function freePort(): Promise<number> {
+  return new Promise((ok, bad) => {
+    const s = createServer()
+    s.on('error', bad)
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port
+      s.close(() => ok(port))
+    })
+  })
+}
+
+describe('two Gloo ranks against one rank', () => {
+  let dir: string
+  let children: ChildProcess[] = []
+  let single: ShareResult
+
+  before(async function () {
+    this.timeout(60_000)
+    single = await runShare(0, 1, (config, seed) => createModel({ config, seed, dtype: 'float64' }))
+  })
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'trn-dist-'))
+    children = []
+  })
+  afterEach(() => {
+    for (const c of children) if (c.exitCode === null) c.kill('SIGKILL')
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  async function runRanks(rdv: string): Promise<ShareResult[]> {
+    const exits = [0, 1].map((rank) => {
+      const c = spawn(
+        process.execPath,
+        ['--import', 'tsx', worker, String(rank), '2', rdv, join(dir, `rank${rank}.json`), join(dir, 'ckpt')],
+        { stdio: ['ignore', 'ignore', 'pipe'] },
+      )
+      children.push(c)
+      let err = ''
+      c.stderr!.on('data', (d) => {
+        err += d
+      })
+      return new Promise<void>((ok, bad) =>
+        c.on('exit', (code) => (code === 0 ? ok() : bad(new Error(`rank ${rank} exited ${code}: ${err}`)))),
+      )
+    })
+    await Promise.all(exits)
+    return [0, 1].map((r) => JSON.parse(readFileSync(join(dir, `rank${r}.json`), 'utf8')) as ShareResult)
+  }
+
+  function expectSameAsSingle(got: ShareResult): void {
+    // float64 everywhere; the only difference is summation order across ranks (~1e-16 relative per op,
+    // through 3 AdamW steps): 1e-9 absolute on weights of size ~0.02–1 is far above that and far below
+    // any sharding bug (a missing or doubled shard moves weights by ~lr = 1e-2).
+    for (let s = 0; s < 3; s++) {
+      expect(got.stats[s]!.tokens).to.equal(single.stats[s]!.tokens)
+      expect(got.stats[s]!.loss).to.be.closeTo(single.stats[s]!.loss, 1e-10)
+      expect(got.stats[s]!.gradNorm).to.be.closeTo(single.stats[s]!.gradNorm, 1e-10)
+    }
+    expect(Object.keys(got.params).sort()).to.deep.equal(Object.keys(single.params).sort())
+    for (const [name, w] of Object.entries(single.params)) {
+      expect(maxAbsDiff(got.params[name]!, w), name).to.be.at.most(1e-9)
+    }
+    expect(maxAbsDiff(got.logprobs, single.logprobs)).to.be.at.most(1e-9)
+  }
+
+  it('should end with the same weights after 3 steps over a FileStore rendezvous', async function () {
+    this.timeout(120_000)
+    const [r0, r1] = await runRanks(`file:${join(dir, 'store')}`)
+    // each rank holds about half of the parameters (padding adds < 1 element per tensor)
+    expect(single.shardNumel).to.equal(single.numParams)
+    for (const r of [r0!, r1!]) {
+      expect(r.shardNumel).to.be.at.least(r.numParams / 2)
+      expect(r.shardNumel).to.be.below(r.numParams / 2 + Object.keys(r.params).length)
+    }
+    expectSameAsSingle(r0!)
+    expectSameAsSingle(r1!)
+    // the checkpoint rank 0 wrote from the shards loads into a model equal to the single-rank one
+    const back = await loadModel(join(dir, 'ckpt'), { dtype: 'float64' })
+    const p = await back.parameters()
+    for (const [name, w] of Object.entries(single.params)) {
+      // saved as float32: 2^-24 relative rounding
+      expect(maxAbsDiff(p[name]!, w), name).to.be.at.most(1e-6)
+    }
+    back.dispose()
+  })
+
+  it('should end with the same weights over a TCPStore rendezvous', async function () {
+    this.timeout(120_000)
+    const [r0] = await runRanks(`tcp:127.0.0.1:${await freePort()}`)
+    expectSameAsSingle(r0!)
+  })
+})
+
+describe('a process group', () => {
+  it('should reject a rank outside the world with TRN_ERR_ARG', async () => {
+    const err = await initProcessGroup({ rank: 2, worldSize: 2, storePath: '/tmp/x' }).catch((e) => e)
+    expect(err.code).to.equal('TRN_ERR_ARG')
+  })
+
+  it('should fail the rendezvous with TRN_ERR_DIST when the other rank never comes', async function () {
+    this.timeout(30_000)
+    const dir = mkdtempSync(join(tmpdir(), 'trn-dist-lone-'))
+    try {
+      const err = await initProcessGroup({
+        rank: 0,
+        worldSize: 2,
+        storePath: join(dir, 's'),
+        timeoutMs: 1500,
+      }).catch((e) => e)
+      expect(err.code).to.equal('TRN_ERR_DIST')
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('should act as a group of one for allreduce and barrier', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'trn-dist-one-'))
+    try {
+      const pg = await initProcessGroup({ rank: 0, worldSize: 1, storePath: join(dir, 's') })
+      expect(pg.worldSize).to.equal(1)
+      const out = await pg.allreduceSum(new Float64Array([1, 2, 3]))
+      expect(Array.from(out)).to.deep.equal([1, 2, 3])
+      await pg.barrier()
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})
