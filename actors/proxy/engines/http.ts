@@ -1,54 +1,103 @@
 /**
  * JSON over HTTP to an engine server, with the failure modes mapped to codes: connection refused or reset
  * before an answer → PRX_ERR_ENGINE_DOWN (the request never ran: safe to retry elsewhere), timeout →
- * PRX_ERR_UPSTREAM_TIMEOUT, non-2xx or unreadable JSON → PRX_ERR_UPSTREAM. A caller's abort rethrows as is.
+ * PRX_ERR_UPSTREAM_TIMEOUT, non-2xx or unreadable JSON → PRX_ERR_UPSTREAM. A caller's abort rejects with
+ * the signal's reason.
+ *
+ * NOTE: plain node:http with a keep-alive agent rather than fetch: on the per-completion hot path fetch
+ * (undici + AbortSignal.any/timeout per call) cost more than the whole templating step.
  */
+import { Agent, request } from 'node:http'
 import { fail } from '../../../runtime/errors.ts'
 
-export async function postJson(
-  url: string,
-  body: unknown,
-  opts: {
-    timeoutMs: number
-    signal?: AbortSignal
-    method?: 'POST' | 'GET' /** control endpoints may answer plain text */
-    text?: boolean
-  },
-): Promise<unknown> {
-  const timeout = AbortSignal.timeout(opts.timeoutMs)
-  const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout
-  let res: Response
-  try {
-    res = await fetch(url, {
+const agent = new Agent({ keepAlive: true, maxSockets: 256, keepAliveMsecs: 10_000 })
+
+export interface PostOptions {
+  timeoutMs: number
+  signal?: AbortSignal
+  method?: 'POST' | 'GET'
+  /** control endpoints may answer plain text */
+  text?: boolean
+}
+
+/** A JSON body already serialised (hot path: token-id arrays are joined, not mapped through JSON.stringify). */
+export class RawJson {
+  constructor(readonly text: string) {}
+}
+
+/** `{"<key>": [ids…], …rest}` as RawJson; `rest` must have at least one field. */
+export function jsonWithIds(key: string, ids: Int32Array, rest: Record<string, unknown>): RawJson {
+  return new RawJson(`{"${key}":[${ids.join(',')}],${JSON.stringify(rest).slice(1)}`)
+}
+
+export function postJson(url: string, body: unknown, opts: PostOptions): Promise<unknown> {
+  return once(url, body, opts, true)
+}
+
+function once(url: string, body: unknown, opts: PostOptions, mayRetry: boolean): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    if (opts.signal?.aborted) return reject(opts.signal.reason)
+    const payload =
+      body === undefined ? undefined : Buffer.from(body instanceof RawJson ? body.text : JSON.stringify(body))
+    let answered = false
+    let settled = false
+    const done = (err: unknown, value?: unknown) => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      opts.signal?.removeEventListener('abort', onAbort)
+      if (err) reject(err)
+      else resolve(value)
+    }
+    const req = request(url, {
       method: opts.method ?? 'POST',
-      headers: body === undefined ? undefined : { 'content-type': 'application/json' },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal,
+      agent,
+      headers: payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {},
     })
-  } catch (err) {
-    if (opts.signal?.aborted) throw opts.signal.reason ?? err
-    if (timeout.aborted) throw fail('PRX_ERR_UPSTREAM_TIMEOUT', `${url} after ${opts.timeoutMs} ms`, { url })
-    const cause = (err as { cause?: { code?: string } }).cause
-    throw fail('PRX_ERR_ENGINE_DOWN', `${url}: ${cause?.code ?? (err as Error).message}`, { url }, err)
-  }
-  let text: string
-  try {
-    text = await res.text()
-  } catch (err) {
-    if (opts.signal?.aborted) throw opts.signal.reason ?? err
-    if (timeout.aborted) throw fail('PRX_ERR_UPSTREAM_TIMEOUT', `${url} after ${opts.timeoutMs} ms`, { url })
-    throw fail('PRX_ERR_UPSTREAM', `${url}: reply cut off`, { url }, err)
-  }
-  if (!res.ok) {
-    throw fail('PRX_ERR_UPSTREAM', `${url} answered ${res.status}: ${text.slice(0, 300)}`, {
-      url,
-      status: res.status,
+    const timer = setTimeout(() => {
+      done(fail('PRX_ERR_UPSTREAM_TIMEOUT', `${url} after ${opts.timeoutMs} ms`, { url }))
+      req.destroy()
+    }, opts.timeoutMs)
+    const onAbort = () => {
+      done(opts.signal!.reason)
+      req.destroy()
+    }
+    opts.signal?.addEventListener('abort', onAbort, { once: true })
+    req.on('error', (err) => {
+      const code = (err as { code?: string }).code
+      // A kept-alive socket the server had closed: the request never reached it; try a fresh one once.
+      if (!answered && mayRetry && req.reusedSocket && code === 'ECONNRESET' && !settled) {
+        settled = true
+        clearTimeout(timer)
+        opts.signal?.removeEventListener('abort', onAbort)
+        once(url, body, opts, false).then(resolve, reject)
+        return
+      }
+      if (!answered) done(fail('PRX_ERR_ENGINE_DOWN', `${url}: ${code ?? err.message}`, { url }, err))
+      else done(fail('PRX_ERR_UPSTREAM', `${url}: reply cut off (${code ?? err.message})`, { url }, err))
     })
-  }
-  if (text === '' || opts.text) return text === '' ? {} : text
-  try {
-    return JSON.parse(text)
-  } catch (err) {
-    throw fail('PRX_ERR_UPSTREAM', `${url}: reply is not JSON: ${text.slice(0, 200)}`, { url }, err)
-  }
+    req.on('response', (res) => {
+      answered = true
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => chunks.push(c))
+      res.on('error', (err) => done(fail('PRX_ERR_UPSTREAM', `${url}: reply cut off`, { url }, err)))
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8')
+        const status = res.statusCode ?? 0
+        if (status < 200 || status >= 300) {
+          return done(
+            fail('PRX_ERR_UPSTREAM', `${url} answered ${status}: ${text.slice(0, 300)}`, { url, status }),
+          )
+        }
+        if (text === '') return done(null, {})
+        if (opts.text) return done(null, text)
+        try {
+          done(null, JSON.parse(text))
+        } catch (err) {
+          done(fail('PRX_ERR_UPSTREAM', `${url}: reply is not JSON: ${text.slice(0, 200)}`, { url }, err))
+        }
+      })
+    })
+    req.end(payload)
+  })
 }

