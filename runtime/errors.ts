@@ -343,6 +343,22 @@ export const catalogue = {
     message: 'libtorch raised an error',
     hint: 'a bug or out of memory in the native trainer; the message has the libtorch text',
   },
+  TRN_ERR_BATCH: {
+    status: 400,
+    message: 'training data of a step is unusable',
+    hint: 'the fetched trajectories have no samples or no loss tokens, or arrays that disagree; check the proxy export',
+  },
+  TRN_ERR_RANK: {
+    status: 503,
+    message: 'a trainer rank did not take part in a collective call',
+    hint: 'every rank of trainer.world_size must be running and registered; see the rank logs',
+  },
+  // --- embedded engine (actors/engine/) --------------------------------------------------------------
+  ENG_ERR_BAD_REQUEST: {
+    status: 400,
+    message: 'generation request does not fit the engine model',
+    hint: 'token ids must be in the vocabulary and prompt + maxNewTokens within max_position_embeddings',
+  },
 } as const satisfies Record<string, ErrDef>
 
 export type ErrCode = keyof typeof catalogue

@@ -172,6 +172,8 @@ export const asks = {
   'engine:resume': [obj({}), obj({ version: int })],
   /** load HF safetensors weights from a directory; tokens generated afterwards carry `version` */
   'engine:update_weights': [obj({ path: str, version: int }), obj({ version: int, loadMs: num })],
+  /** abort these requests (the caller gave up): each is answered with finishReason 'abort' */
+  'engine:abort': [obj({ rids: arr(str) }), obj({ aborted: int })],
   'engine:info': [
     obj({}),
     obj({ version: int, running: int, queued: int, paused: bool, generatedTokens: int, weightsPath: str }),
@@ -227,6 +229,28 @@ export const asks = {
   'trainer:publish': [obj({ version: int, dir: str }), obj({ dir: str, ms: num })],
   /** save a resumable checkpoint (weights + optimizer + step) under dir */
   'trainer:checkpoint': [obj({ dir: str, step: int }), obj({ dir: str, ms: num })],
+  /**
+   * head → rank r > 0: this rank's share of a step, already advantaged (per-token arrays aligned with
+   * inputIds; cuSeqlens are this shard's sequence bounds); the rank joins the collective PPO update
+   */
+  'trainer:shard': [
+    obj({
+      step: int,
+      /** per-minibatch [start, end) sample indices into cuSeqlens (one optimizer step each) */
+      minibatches: arr(arr(int)),
+      inputIds: typed(Int32Array),
+      cuSeqlens: typed(Int32Array),
+      lossMask: typed(Uint8Array),
+      logprobs: typed(Float32Array),
+      advantages: typed(Float32Array),
+    }),
+    obj({ step: int, samples: int, tokens: int, ms: num }),
+  ],
+  /** head → rank r > 0: join a collective save of the weights (publish or checkpoint) into dir */
+  'trainer:save': [
+    obj({ dir: str, purpose: lit('publish', 'checkpoint'), step: int }),
+    obj({ files: arr(str), ms: num }),
+  ],
 
   /** demo job (bin/demo): count the primes in [lo, hi) */
   'demo:work': [obj({ lo: int, hi: int }), obj({ primes: int, worker: str })],

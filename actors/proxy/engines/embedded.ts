@@ -1,121 +1,110 @@
 /**
- * The embedded engine backend: the proxy's Engine interface over the bus, towards an engine actor
- * (actors/engine/actor.ts) that generates with the native addon.
- *
- *   EnginePool ──generate──▶ EmbeddedEngine ──ask engine:generate──▶ engine actor (continuous batching)
- *              ──pause/resume/updateWeights──▶ engine:pause / engine:resume / engine:update_weights
- *
- * Failure mapping (types.ts contract): the engine actor unknown, dead, or unreachable → PRX_ERR_ENGINE_DOWN
- * (the pool fails over); no reply in time → PRX_ERR_UPSTREAM_TIMEOUT; the engine's own coded errors
- * (e.g. ENG_ERR_BAD_REQUEST) pass through unchanged. A caller's abort sends engine:abort for the request
- * (the engine stops spending tokens on it) and rethrows the signal's reason.
- *
- * Versions come from the engine: it labels every token with the version of the weights that produced it,
- * so `setVersion` has nothing to do here (weights reach an embedded engine only through updateWeights).
+ * The embedded engine backend: generation by an engine actor on the bus (actors/engine/actor.ts, the
+ * native addon), through the proxy's own Actor:
+ *   engine:generate {rid, inputIds, sampling} → {outputIds, logprobs, versions, finishReason}
+ *   engine:pause · engine:resume · engine:update_weights {path, version} · engine:abort {rids} · engine:info
+ * The engine labels every token with its weights' version itself. Bus failures map to proxy codes:
+ * a dead / unknown / unreachable peer → PRX_ERR_ENGINE_DOWN, an ask timeout → PRX_ERR_UPSTREAM_TIMEOUT.
  */
-import { randomUUID } from 'node:crypto'
 import type { Actor } from '../../../runtime/actor.ts'
-import { type CodedError, fail } from '../../../runtime/errors.ts'
+import { fail } from '../../../runtime/errors.ts'
 import type { Engine, GenerateRequest, GenerateResult } from './types.ts'
 
-export interface EmbeddedOptions {
-  /** the proxy's bus actor (asks go out through it) */
-  actor: Actor
-  /** actor id (or inbox address) of the engine */
-  engine: string
-  /** per-request timeout */
-  timeoutMs: number
-  /** timeout of engine:update_weights (loading a checkpoint), default 600 s */
-  loadTimeoutMs?: number
-}
-
-const DOWN = new Set(['RT_ERR_NO_ACTOR', 'RT_ERR_PEER_DEAD', 'RT_ERR_SEND'])
+const DOWN = new Set(['RT_ERR_PEER_DEAD', 'RT_ERR_NO_ACTOR', 'RT_ERR_SEND', 'RT_ERR_CLOSED'])
 
 export class EmbeddedEngine implements Engine {
   readonly name: string
+  private seq = 0
 
-  constructor(private readonly opts: EmbeddedOptions) {
-    this.name = `embedded@${opts.engine}`
+  constructor(
+    private readonly actor: Actor,
+    private readonly engineId: string,
+    private readonly timeoutMs: number,
+  ) {
+    this.name = `embedded@${engineId}`
   }
 
   async generate(req: GenerateRequest): Promise<GenerateResult> {
-    const rid = req.rid ?? `gen-${randomUUID()}`
+    const rid = req.rid ? `${req.rid}.${++this.seq}` : `${this.actor.id}.${++this.seq}`
     const s = req.sampling
-    const sampling = {
-      maxNewTokens: s.maxNewTokens,
-      temperature: s.temperature,
-      topP: s.topP,
-      stopTokenIds: s.stopTokenIds,
-      ...(s.topK !== undefined ? { topK: s.topK } : {}),
-      ...(s.seed !== undefined ? { seed: s.seed } : {}),
-    }
-    if (req.signal?.aborted) throw req.signal.reason ?? fail('RT_ERR_CANCELLED', rid)
     const onAbort = () => {
-      this.opts.actor.ask(this.opts.engine, 'engine:abort', { rids: [rid] }).catch(() => {})
+      this.actor.ask(this.engineId, 'engine:abort', { rids: [rid] }, { timeoutMs: 5000 }).catch(() => {})
     }
     req.signal?.addEventListener('abort', onAbort, { once: true })
     try {
-      return await this.opts.actor.ask(
-        this.opts.engine,
-        'engine:generate',
-        { rid, inputIds: req.inputIds as Int32Array<ArrayBuffer>, sampling },
-        { timeoutMs: this.opts.timeoutMs },
+      const r = await this.call(() =>
+        this.actor.ask(
+          this.engineId,
+          'engine:generate',
+          {
+            rid,
+            // never a SharedArrayBuffer here: the codec sends it as one binary frame
+            inputIds: req.inputIds as Int32Array<ArrayBuffer>,
+            sampling: {
+              maxNewTokens: s.maxNewTokens,
+              temperature: s.temperature,
+              topP: s.topP,
+              ...(s.topK !== undefined ? { topK: s.topK } : {}),
+              stopTokenIds: s.stopTokenIds,
+              ...(s.seed !== undefined ? { seed: s.seed } : {}),
+            },
+          },
+          { timeoutMs: this.timeoutMs },
+        ),
       )
-    } catch (e) {
-      if (req.signal?.aborted) throw req.signal.reason ?? e
-      throw this.mapped(e, 'engine:generate')
+      if (req.signal?.aborted) throw req.signal.reason
+      if (r.outputIds.length !== r.logprobs.length || r.outputIds.length !== r.versions.length) {
+        throw fail('PRX_ERR_UPSTREAM', `${this.name}: outputIds, logprobs and versions differ in length`)
+      }
+      return r
     } finally {
       req.signal?.removeEventListener('abort', onAbort)
     }
   }
 
   async pause(): Promise<void> {
-    await this.control(() => this.opts.actor.ask(this.opts.engine, 'engine:pause', {}), 'engine:pause')
+    await this.call(() => this.actor.ask(this.engineId, 'engine:pause', {}, { timeoutMs: this.timeoutMs }))
   }
 
   async resume(): Promise<void> {
-    await this.control(() => this.opts.actor.ask(this.opts.engine, 'engine:resume', {}), 'engine:resume')
+    await this.call(() => this.actor.ask(this.engineId, 'engine:resume', {}, { timeoutMs: this.timeoutMs }))
   }
 
   async updateWeights(path: string, version: number): Promise<void> {
-    const timeoutMs = this.opts.loadTimeoutMs ?? 600_000
-    await this.control(
-      () => this.opts.actor.ask(this.opts.engine, 'engine:update_weights', { path, version }, { timeoutMs }),
-      'engine:update_weights',
+    await this.call(() =>
+      this.actor.ask(
+        this.engineId,
+        'engine:update_weights',
+        { path, version },
+        { timeoutMs: this.timeoutMs },
+      ),
     )
   }
 
-  setVersion(_version: number): void {
-    // the engine labels tokens with the version of the weights it loaded (see the header)
-  }
+  /** The engine labels tokens with its own weights' version; nothing to do here. */
+  setVersion(_version: number): void {}
 
   async health(): Promise<boolean> {
     try {
-      await this.opts.actor.ask(this.opts.engine, 'engine:info', {}, { timeoutMs: 5000 })
+      await this.actor.ask(this.engineId, 'engine:info', {}, { timeoutMs: 5000 })
       return true
     } catch {
       return false
     }
   }
 
-  async close(): Promise<void> {
-    // the engine actor has its own lifetime (its process is supervised); nothing is held here
-  }
+  async close(): Promise<void> {}
 
-  private async control(fn: () => Promise<unknown>, what: string): Promise<void> {
+  private async call<T>(fn: () => Promise<T>): Promise<T> {
     try {
-      await fn()
-    } catch (e) {
-      throw this.mapped(e, what)
+      return await fn()
+    } catch (err) {
+      const code = (err as { code?: string }).code
+      if (code && DOWN.has(code))
+        throw fail('PRX_ERR_ENGINE_DOWN', `${this.name}: ${(err as Error).message}`, undefined, err)
+      if (code === 'RT_ERR_TIMEOUT')
+        throw fail('PRX_ERR_UPSTREAM_TIMEOUT', `${this.name}: ${(err as Error).message}`)
+      throw err
     }
-  }
-
-  private mapped(e: unknown, what: string): Error {
-    const err = e as CodedError
-    if (DOWN.has(err.code)) return fail('PRX_ERR_ENGINE_DOWN', `${this.name} ${what}: ${err.message}`, {}, e)
-    if (err.code === 'RT_ERR_TIMEOUT') return fail('PRX_ERR_UPSTREAM_TIMEOUT', `${this.name} ${what}`, {}, e)
-    if (err.code === 'RT_ERR_CLOSED')
-      return fail('PRX_ERR_CLOSED', `${this.name} ${what}: ${err.message}`, {}, e)
-    return err instanceof Error ? err : fail('PRX_ERR_UPSTREAM', `${this.name} ${what}: ${String(e)}`)
   }
 }
