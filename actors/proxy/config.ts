@@ -25,7 +25,7 @@ export interface ProxyConfig {
   port: number
   /** URL agents use to reach this proxy; '' = http://host:port as bound */
   public_url: string
-  /** model directory holding tokenizer.json + tokenizer_config.json */
+  /** model directory holding tokenizer.json + tokenizer_config.json ('' in a run config: engine.model.path) */
   model_dir: string
   /** model id reported by GET /v1/models and in replies */
   model_name: string
@@ -186,7 +186,6 @@ const schema = object(
     engines: (v, p) => (Array.isArray(v) ? v.map((e, i) => engine(e, `${p}[${i}]`)) : typeErr(p, 'array', v)),
   },
   defaults as unknown as Record<string, unknown>,
-  ['model_dir'],
 )
 
 /**

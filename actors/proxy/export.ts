@@ -19,14 +19,14 @@ export interface PackedTrajectories {
   style: ExportStyle
   sessionIds: string[]
   /** samples: sample k spans [offsets[k], offsets[k+1]) of the token arrays */
-  offsets: Int32Array
-  inputIds: Int32Array
-  lossMask: Uint8Array
-  logprobs: Float32Array
-  versions: Int32Array
-  rewards: Float32Array
+  offsets: Int32Array<ArrayBuffer>
+  inputIds: Int32Array<ArrayBuffer>
+  lossMask: Uint8Array<ArrayBuffer>
+  logprobs: Float32Array<ArrayBuffer>
+  versions: Int32Array<ArrayBuffer>
+  rewards: Float32Array<ArrayBuffer>
   /** index into sessionIds, per sample */
-  sampleSession: Int32Array
+  sampleSession: Int32Array<ArrayBuffer>
   /** completion ids each sample covers, per sample */
   completionIds: string[][]
 }

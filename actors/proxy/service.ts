@@ -107,6 +107,7 @@ export class ProxyService {
     deps: ProxyDeps,
   ) {
     this.log = deps.log.child({ actor: 'proxy' })
+    if (!deps.tokenizer && !config.model_dir) throw fail('PRX_ERR_TOKENIZER', 'proxy.model_dir is not set')
     this.tokenizer = deps.tokenizer ?? ModelTokenizer.fromDir(config.model_dir)
     this.builder = new PromptBuilder(this.tokenizer, ChatTemplate.forTokenizer(this.tokenizer))
     const engines = deps.engines ?? config.engines.map((e) => makeEngine(e, config))
@@ -538,7 +539,8 @@ export class ProxyService {
   }
 }
 
-function makeEngine(e: EngineConfig, cfg: ProxyConfig): Engine {
+/** An HTTP engine backend from its config (embedded engines need the bus: see main.ts). */
+export function makeEngine(e: EngineConfig, cfg: ProxyConfig): Engine {
   const timeoutMs = e.timeout_ms ?? cfg.request_timeout_ms
   switch (e.kind) {
     case 'sglang':

@@ -33,8 +33,8 @@ describe('proxy config', () => {
       expect(unknown.message).to.contain('proxy.engines[0].nope')
       const type = code(() => validate({ model_dir: '/m', max_sessions: 'many' }))
       expect([type.code, type.message.includes('proxy.max_sessions')]).to.deep.equal(['CFG_ERR_TYPE', true])
-      const missing = code(() => validate({}))
-      expect([missing.code, missing.message.includes('proxy.model_dir')]).to.deep.equal([
+      const missing = code(() => validate({ engines: [{ url: 'http://h' }] }))
+      expect([missing.code, missing.message.includes('proxy.engines[0].kind')]).to.deep.equal([
         'CFG_ERR_MISSING',
         true,
       ])
