@@ -1,0 +1,63 @@
+/**
+ * The training loop's operations as bus messages: rollout:run to rollout actors, trainer:* to the trainer
+ * head, proxy:* to every proxy (which drives its engines). Proxies act in parallel; a failing proxy
+ * fails the weight update (the run stops with its error rather than training on mixed versions).
+ */
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import type { Actor } from '../../runtime/actor.ts'
+import type { Directory } from '../../runtime/directory.ts'
+import type { ControllerState, LoopOps } from './loop.ts'
+
+export interface BusOpsOptions {
+  actor: Actor
+  dir: Directory
+  /** trainer head (rank 0) actor id */
+  trainer: string
+  /** a group of nSamples episodes may take this long */
+  groupTimeoutMs: number
+  stepTimeoutMs: number
+}
+
+export function busOps(o: BusOpsOptions): LoopOps {
+  const a = o.actor
+  const alive = (role: string) =>
+    o.dir
+      .select(undefined, [role])
+      .filter((e) => e.state === 'alive')
+      .map((e) => e.id)
+  const proxies = () => alive('proxy')
+  const each = async (fn: (id: string) => Promise<unknown>) => {
+    await Promise.all(proxies().map(fn))
+  }
+  return {
+    rollouts: () => alive('rollout'),
+    runGroup: (rollout, req) => a.ask(rollout, 'rollout:run', req, { timeoutMs: o.groupTimeoutMs }),
+    trainStep: (req) => a.ask(o.trainer, 'trainer:step', req, { timeoutMs: o.stepTimeoutMs }),
+    pauseGeneration: () => each((p) => a.ask(p, 'proxy:pause', {})),
+    publish: async (version, dir) => {
+      await a.ask(o.trainer, 'trainer:publish', { version, dir }, { timeoutMs: o.stepTimeoutMs })
+    },
+    loadWeights: (dir, version) =>
+      each((p) => a.ask(p, 'proxy:update_weights', { path: dir, version }, { timeoutMs: o.stepTimeoutMs })),
+    resumeGeneration: () => each((p) => a.ask(p, 'proxy:resume', {})),
+    checkpoint: async (dir, step, state: ControllerState) => {
+      mkdirSync(dir, { recursive: true })
+      await a.ask(
+        o.trainer,
+        'trainer:checkpoint',
+        { dir: join(dir, 'trainer'), step },
+        { timeoutMs: o.stepTimeoutMs },
+      )
+      // the controller's part last: a checkpoint with controller.json is complete
+      writeFileSync(join(dir, 'controller.json'), `${JSON.stringify(state, null, 2)}\n`)
+    },
+    release: async (refs) => {
+      const byProxy = new Map<string, string[]>()
+      for (const r of refs) byProxy.set(r.proxy, [...(byProxy.get(r.proxy) ?? []), r.ref])
+      await Promise.all(
+        [...byProxy].map(([p, ids]) => a.ask(p, 'proxy:release', { refs: ids }).catch(() => undefined)),
+      )
+    },
+  }
+}
