@@ -196,6 +196,57 @@ describe('proxy errors', () => {
     })
   })
 
+  describe('when the engine answers with an error or too slowly', () => {
+    let broken: import('node:http').Server
+    beforeEach(async () => {
+      const { createServer } = await import('node:http')
+      broken = createServer((_req, res) => {
+        res.writeHead(500, { 'content-type': 'application/json' })
+        res.end('{"error": "CUDA out of memory"}')
+      })
+      await new Promise<void>((r) => broken.listen(0, '127.0.0.1', r))
+      const port = (broken.address() as { port: number }).port
+      h = await startProxy({ kinds: [], extraEngineUrls: [`http://127.0.0.1:${port}`] })
+    })
+    afterEach(() => {
+      broken.close()
+    })
+
+    it('should answer 502 PRX_ERR_UPSTREAM with the engine status, and keep serving', async () => {
+      const a = await h.open()
+      const e = await rejects(a.client.chat.completions.create(hi))
+      expect([e.status, e.code]).to.deep.equal([502, 'PRX_ERR_UPSTREAM'])
+      expect(e.message).to.contain('500')
+      const again = await rejects(a.client.chat.completions.create(hi))
+      expect(again.status).to.equal(502)
+    })
+  })
+
+  describe('when the engine does not answer in time', () => {
+    beforeEach(async () => {
+      h = await startProxy({ config: { request_timeout_ms: 300 } })
+    })
+
+    it('should answer 504 PRX_ERR_UPSTREAM_TIMEOUT', async () => {
+      const core = h.engines[0]!.core
+      core.holdAfter = 1
+      // the harness gives engines a 20 s timeout; this proxy's engine list is rebuilt with 300 ms
+      const fast = await startProxy({
+        kinds: [],
+        extraEngineUrls: [h.engines[0]!.url],
+        config: { request_timeout_ms: 300 },
+      })
+      try {
+        const a = await fast.open()
+        const e = await rejects(a.client.chat.completions.create(hi))
+        expect([e.status, e.code]).to.deep.equal([504, 'PRX_ERR_UPSTREAM_TIMEOUT'])
+      } finally {
+        core.release()
+        await fast.close()
+      }
+    })
+  })
+
   describe('when one of two engines is down', () => {
     beforeEach(async () => {
       h = await startProxy({ kinds: ['sglang'], extraEngineUrls: [await deadUrl()] })
