@@ -47,6 +47,10 @@ export interface ProxyConfig {
   reasoning_parser: 'qwen3' | 'none'
   /** an engine that failed to connect is skipped this long before being tried again */
   engine_retry_ms: number
+  /** sessions idle this long (agent gone, never ended) are dropped; 0 = never */
+  session_idle_ms: number
+  /** exported trajectories nobody fetched or released are freed after this long; 0 = never */
+  trajectory_ttl_ms: number
   export: { style: 'individual' | 'concat'; turn_discount: number }
   engines: EngineConfig[]
 }
@@ -67,6 +71,8 @@ export const defaults: ProxyConfig = {
   tool_parser: 'qwen',
   reasoning_parser: 'qwen3',
   engine_retry_ms: 2000,
+  session_idle_ms: 3_600_000,
+  trajectory_ttl_ms: 3_600_000,
   export: { style: 'individual', turn_discount: 1 },
   engines: [],
 }
@@ -179,6 +185,8 @@ const schema = object(
     tool_parser: oneOf('qwen', 'none'),
     reasoning_parser: oneOf('qwen3', 'none'),
     engine_retry_ms: int(0),
+    session_idle_ms: int(0),
+    trajectory_ttl_ms: int(0),
     export: object(
       { style: oneOf('individual', 'concat'), turn_discount: num(0, 1) },
       defaults.export as unknown as Record<string, unknown>,

@@ -73,6 +73,8 @@ export interface ProxyDeps {
   engines?: Engine[]
   /** a tokenizer already loaded (tests share one); default: from config.model_dir */
   tokenizer?: ModelTokenizer
+  /** the clock (tests); default Date.now */
+  now?: () => number
 }
 
 export interface ProxyStats {
@@ -83,6 +85,8 @@ export interface ProxyStats {
   malformedToolCalls: number
   historyRewrites: number
   storedTrajectories: number
+  expiredSessions: number
+  expiredTrajectories: number
   version: number
   paused: boolean
 }
@@ -94,13 +98,21 @@ export class ProxyService {
   private readonly sessions = new Map<string, Session>()
   private readonly keys = new Map<string, Session>()
   private readonly gone = new Map<string, true>()
-  private readonly trajectories = new Map<string, PackedTrajectories>()
+  private readonly trajectories = new Map<string, { data: PackedTrajectories; at: number }>()
+  private readonly now: () => number
+  private sweeper: NodeJS.Timeout | undefined
   readonly log: Logger
   private inflight = 0
   private version = 0
   private closed = false
   private publicUrl = ''
-  private counters = { completions: 0, malformedToolCalls: 0, historyRewrites: 0 }
+  private counters = {
+    completions: 0,
+    malformedToolCalls: 0,
+    historyRewrites: 0,
+    expiredSessions: 0,
+    expiredTrajectories: 0,
+  }
 
   constructor(
     readonly config: ProxyConfig,
@@ -113,6 +125,46 @@ export class ProxyService {
     const engines = deps.engines ?? config.engines.map((e) => makeEngine(e, config))
     this.pool = new EnginePool(engines, { retryMs: config.engine_retry_ms, log: this.log })
     this.publicUrl = config.public_url
+    this.now = deps.now ?? Date.now
+    const every =
+      Math.min(...[config.session_idle_ms, config.trajectory_ttl_ms].filter((x) => x > 0), 240_000) / 4
+    if (!deps.now && (config.session_idle_ms > 0 || config.trajectory_ttl_ms > 0)) {
+      this.sweeper = setInterval(() => this.sweep(), every).unref()
+    }
+  }
+
+  /**
+   * Free what nobody will claim (DESIGN §9: per-step stores must not leak): sessions idle longer than
+   * session_idle_ms with nothing in flight, and exported trajectories older than trajectory_ttl_ms.
+   * Runs on a timer; tests call it with their own clock.
+   */
+  sweep(): { sessions: number; trajectories: number } {
+    const now = this.now()
+    let sessions = 0
+    let trajectories = 0
+    const idle = this.config.session_idle_ms
+    if (idle > 0) {
+      for (const s of [...this.sessions.values()]) {
+        if (s.pending.size === 0 && now - s.lastActive > idle) {
+          this.drop(s)
+          sessions++
+        }
+      }
+    }
+    const ttl = this.config.trajectory_ttl_ms
+    if (ttl > 0) {
+      for (const [ref, t] of [...this.trajectories]) {
+        if (now - t.at > ttl) {
+          this.trajectories.delete(ref)
+          trajectories++
+        }
+      }
+    }
+    this.counters.expiredSessions += sessions
+    this.counters.expiredTrajectories += trajectories
+    if (sessions || trajectories)
+      this.log.warn({ sessions, trajectories }, 'freed unclaimed sessions / trajectories')
+    return { sessions, trajectories }
   }
 
   /** Where agents reach this proxy (set by the HTTP server once it listens, unless configured). */
@@ -132,7 +184,7 @@ export class ProxyService {
     const id = opts.sessionId ?? `sess-${randomUUID()}`
     if (this.sessions.has(id) || this.gone.has(id))
       throw fail('PRX_ERR_BAD_REQUEST', `session id ${id} already used`)
-    const s = new Session(id, opts.meta)
+    const s = new Session(id, opts.meta, this.now())
     this.sessions.set(id, s)
     this.keys.set(s.apiKey, s)
     this.log.debug({ session: id }, 'session opened')
@@ -161,6 +213,7 @@ export class ProxyService {
       })
     }
     rec.reward = reward
+    s.lastActive = this.now()
     return { interactionId: rec.id }
   }
 
@@ -183,7 +236,7 @@ export class ProxyService {
     const ref = `traj-${randomUUID()}`
     const packed = pack(ref, style, sessions, gamma)
     for (const s of sessions) this.drop(s)
-    this.trajectories.set(ref, packed)
+    this.trajectories.set(ref, { data: packed, at: this.now() })
     return describe(packed)
   }
 
@@ -192,7 +245,7 @@ export class ProxyService {
     const p = this.trajectories.get(ref)
     if (!p) throw fail('PRX_ERR_NO_TRAJECTORY', ref)
     if (!opts.keep) this.trajectories.delete(ref)
-    return p
+    return p.data
   }
 
   releaseTrajectories(ref: string): boolean {
@@ -259,6 +312,7 @@ export class ProxyService {
       }
       if (owner !== s) throw fail('PRX_ERR_FORBIDDEN', `key is not the key of ${pathSessionId}`)
       if (s.state === 'ended') throw fail('PRX_ERR_SESSION_ENDED', s.id)
+      s.lastActive = this.now()
       return s
     }
     const s = this.keys.get(bearer)
@@ -267,6 +321,7 @@ export class ProxyService {
       throw fail('PRX_ERR_AUTH_INVALID')
     }
     if (s.state === 'ended') throw fail('PRX_ERR_SESSION_ENDED', s.id)
+    s.lastActive = this.now()
     return s
   }
 
@@ -395,6 +450,7 @@ export class ProxyService {
 
   async close(): Promise<void> {
     this.closed = true
+    clearInterval(this.sweeper)
     await this.pool.close()
   }
 
@@ -533,7 +589,7 @@ export class ProxyService {
       versions: r.gen.versions,
       finishReason: r.gen.finishReason,
       reward: null,
-      created: Date.now(),
+      created: this.now(),
       chat: r.chat,
     })
   }

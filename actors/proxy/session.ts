@@ -40,12 +40,17 @@ export class Session {
   readonly byId = new Map<string, CompletionRecord>()
   /** completions in flight: export waits for them */
   readonly pending = new Set<Promise<unknown>>()
-  readonly opened = Date.now()
+  readonly opened: number
+  /** last open / request / reward (ms since epoch): idle sessions are swept after proxy.session_idle_ms */
+  lastActive: number
 
   constructor(
     readonly id: string,
     readonly meta: Record<string, unknown> = {},
+    now = Date.now(),
   ) {
+    this.opened = now
+    this.lastActive = now
     this.apiKey = `sk-sess-${randomBytes(24).toString('base64url')}`
   }
 
