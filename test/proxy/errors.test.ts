@@ -196,6 +196,31 @@ describe('proxy errors', () => {
     })
   })
 
+  describe('when the agent disconnects mid-generation', () => {
+    beforeEach(async () => {
+      h = await startProxy()
+    })
+
+    it('should abort the request on the engine and record nothing', async () => {
+      const core = h.engines[0]!.core
+      const a = await h.open()
+      core.holdAfter = 2
+      const held = new Promise((r) => core.once('held', r))
+      const ac = new AbortController()
+      const pending = a.client.chat.completions.create(hi, { signal: ac.signal }).catch((e: Error) => e)
+      await held
+      const aborted = new Promise<string>((r) => core.once('abort_request', r))
+      ac.abort()
+      expect(await aborted).to.match(/^chatcmpl-[0-9a-f]+-0$/)
+      expect(await pending).to.be.instanceOf(Error)
+      core.holdAfter = null
+      // the session is usable and has no record of the abandoned completion
+      const r = await a.client.chat.completions.create(hi)
+      expect(r.choices[0]!.message.content).to.equal('Hello! You said: hi (v0)')
+      expect(h.service.stats().completions).to.equal(1)
+    })
+  })
+
   describe('when the engine answers with an error or too slowly', () => {
     let broken: import('node:http').Server
     beforeEach(async () => {

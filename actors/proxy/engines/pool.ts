@@ -96,7 +96,8 @@ export class EnginePool {
           inputIds: input,
           sampling: { ...sampling, maxNewTokens: remaining },
           signal: o.signal,
-          rid: o.rid,
+          // one engine request per segment: a resumed generation is a new request there
+          rid: o.rid ? `${o.rid}-${resumes}` : undefined,
         })
       } catch (err) {
         if ((err as { code?: string }).code === 'PRX_ERR_ENGINE_DOWN') {

@@ -6,6 +6,7 @@
  *   POST /pause_generation {mode: 'abort'}   in-flight requests come back with finish_reason abort
  *   POST /continue_generation
  *   POST /update_weights_from_disk {model_path, weight_version, abort_all_requests} → {success, message}
+ *   POST /abort_request {rid} (when the agent disconnects or the request times out)
  *   POST /flush_cache · GET /health
  * Tokens are labelled with the version of the weights the server holds: `meta_info.weight_version` when it
  * reports one, else the version this backend last loaded (pause → update → resume keeps that exact).
@@ -54,10 +55,22 @@ export class SglangEngine implements Engine {
       stream: false,
       ...(req.rid ? { rid: req.rid } : {}),
     }
-    const reply = (await postJson(`${this.opts.url}/generate`, jsonWithIds('input_ids', req.inputIds, body), {
-      timeoutMs: this.opts.timeoutMs,
-      signal: req.signal,
-    })) as SglangReply
+    let reply: SglangReply
+    try {
+      reply = (await postJson(`${this.opts.url}/generate`, jsonWithIds('input_ids', req.inputIds, body), {
+        timeoutMs: this.opts.timeoutMs,
+        signal: req.signal,
+      })) as SglangReply
+    } catch (err) {
+      // the caller gave up or the engine is too slow: stop the generation there too
+      const code = (err as { code?: string }).code
+      if (req.rid && (req.signal?.aborted || code === 'PRX_ERR_UPSTREAM_TIMEOUT')) {
+        postJson(`${this.opts.url}/abort_request`, { rid: req.rid }, { timeoutMs: 5000, text: true }).catch(
+          () => {},
+        )
+      }
+      throw err
+    }
     const meta = reply.meta_info
     const lps = meta?.output_token_logprobs
     if (!meta || !Array.isArray(lps)) {
