@@ -4,8 +4,9 @@
  */
 import { fail } from '../../../runtime/errors.ts'
 
-export type Tau2Domain = 'airline' | 'retail' | 'telecom' | 'mock'
-export const DOMAINS: readonly Tau2Domain[] = ['airline', 'retail', 'telecom', 'mock']
+/** `home` is the project-owned quick-start domain (data in configs/domains). */
+export type Tau2Domain = 'airline' | 'retail' | 'telecom' | 'mock' | 'home'
+export const DOMAINS: readonly Tau2Domain[] = ['airline', 'retail', 'telecom', 'mock', 'home']
 
 export interface Tau2Config {
   /** which domain's tools, database, policy and tasks */
