@@ -44,16 +44,23 @@ std::pair<int64_t, double> sampleRow(const at::Tensor& logitsRow, const Sampling
   std::vector<int64_t> order;
   const bool filter = s.topK > 0 || s.topP < 1.0;
   if (filter) {
+    // Candidates in descending probability (ties by id). Top-p alone usually needs only the head of the
+    // distribution: partially sort a growing prefix until it holds topP of the mass, instead of sorting V.
     order.resize(V);
     std::iota(order.begin(), order.end(), 0);
-    int64_t k = s.topK > 0 ? std::min(s.topK, V) : V;
     auto cmp = [&](int64_t a, int64_t b) { return lp[a] > lp[b] || (lp[a] == lp[b] && a < b); };
-    if (k < V) {
+    const int64_t kmax = s.topK > 0 ? std::min(s.topK, V) : V;
+    int64_t k = s.topP < 1.0 ? std::min<int64_t>(kmax, 64) : kmax;
+    while (true) {
       std::partial_sort(order.begin(), order.begin() + k, order.end(), cmp);
-      order.resize(k);
-    } else {
-      std::sort(order.begin(), order.end(), cmp);
+      if (k == kmax || s.topP >= 1.0) break;
+      double mass = 0;
+      for (int64_t i = 0; i < k; i++) mass += std::exp(lp[order[i]]);
+      if (mass >= s.topP) break;
+      // a flat distribution (mass far from topP) needs most of V: sort it all at once
+      k = mass < 0.1 * s.topP ? kmax : std::min(kmax, k * 8);
     }
+    order.resize(k);
     if (s.topP < 1.0) {  // smallest prefix whose mass reaches topP (always at least one token)
       double cum = 0;
       size_t keep = 0;
