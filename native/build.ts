@@ -7,7 +7,8 @@
  *      set `LIBTORCH_CXX11_ABI=0|1` if it is not the default (1).
  *   2. a `python3` with torch (`torch.utils.cmake_prefix_path`, ABI from `torch._C._GLIBCXX_USE_CXX11_ABI`;
  *      CUDA builds also link torch_cuda/c10_cuda). `PYTHON=...` picks the interpreter.
- *   3. Debian's `libtorch-dev` (1.13, CPU) with `libgloo-dev` for c10d Gloo.
+ *   3. Debian's `libtorch-dev` (1.13, CPU) with `libgloo-dev` for c10d Gloo, under `/usr`
+ *      (`LIBTORCH_SYSTEM_PREFIX` overrides the prefix).
  *
  * Usage: `node --import tsx native/build.ts [--if-needed] [--force]`. With `--if-needed` it exits at once
  * when the addon is newer than every source (what bin/setup runs). Objects are rebuilt only when their
@@ -89,22 +90,23 @@ export function findLibtorch(): Libtorch | undefined {
   } catch {
     // no python3 or no torch in it: try Debian's
   }
-  if (existsSync('/usr/include/torch/csrc/api/include') && hasDebianLib()) {
+  const prefix = process.env.LIBTORCH_SYSTEM_PREFIX ?? '/usr'
+  if (existsSync(join(prefix, 'include/torch/csrc/api/include')) && hasSystemLib(prefix)) {
     return {
       source: 'debian',
-      includes: ['/usr/include/torch/csrc/api/include'],
+      includes: [join(prefix, 'include/torch/csrc/api/include')],
       libDir: undefined,
-      defines: existsSync('/usr/include/gloo') ? ['-DUSE_C10D_GLOO'] : [],
+      defines: existsSync(join(prefix, 'include/gloo')) ? ['-DUSE_C10D_GLOO'] : [],
       libs: ['-ltorch', '-ltorch_cpu', '-lc10'],
-      ldflags: [],
+      ldflags: prefix === '/usr' ? [] : [`-L${join(prefix, 'lib')}`],
     }
   }
   return undefined
 }
 
-function hasDebianLib(): boolean {
-  return ['/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib'].some((d) =>
-    existsSync(join(d, 'libtorch_cpu.so')),
+function hasSystemLib(prefix: string): boolean {
+  return ['lib/x86_64-linux-gnu', 'lib/aarch64-linux-gnu', 'lib'].some((d) =>
+    existsSync(join(prefix, d, 'libtorch_cpu.so')),
   )
 }
 
