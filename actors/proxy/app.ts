@@ -11,6 +11,7 @@
  * Every error leaves in OpenAI's shape, `{error: {message, type, param, code}}`, with the catalogue code
  * as `code` and the catalogue status as the HTTP status.
  */
+import { hostname } from 'node:os'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { type CodedError, catalogue, fail, isErrCode } from '../../runtime/errors.ts'
 import { chatRoutes } from './routes/chat.ts'
@@ -94,7 +95,9 @@ export function buildApp(service: ProxyService): FastifyInstance {
   app.addHook('onListen', async () => {
     const addr = app.server.address()
     if (addr && typeof addr === 'object') {
-      const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address
+      // bound to every interface: agents on other nodes reach us by host name
+      const any = addr.address === '0.0.0.0' || addr.address === '::'
+      const host = any ? hostname() : addr.family === 'IPv6' ? `[${addr.address}]` : addr.address
       service.setPublicUrl(`http://${host}:${addr.port}`)
     }
   })

@@ -18,7 +18,14 @@ import { EmbeddedEngine } from './engines/embedded.ts'
 import type { Engine } from './engines/types.ts'
 import { makeEngine, ProxyService } from './service.ts'
 
-export async function startProxy(cfg: RunConfig, ctx: RoleContext): Promise<Started> {
+export interface ProxyProcess extends Started {
+  actor: Actor
+  service: ProxyService
+  /** where agents reach the HTTP server */
+  url: string
+}
+
+export async function startProxy(cfg: RunConfig, ctx: RoleContext): Promise<ProxyProcess> {
   const engineList = process.env.AREAL_ENGINES
     ? (parseEngines(process.env.AREAL_ENGINES) as unknown[])
     : (cfg.proxy.engines as unknown[])
@@ -50,11 +57,12 @@ export async function startProxy(cfg: RunConfig, ctx: RoleContext): Promise<Star
     await service.close()
     throw e
   }
-  ctx.log.info(
-    { addr: app.server.address(), bus: actor.addr, engines: engines.map((e) => e.name) },
-    'proxy ready',
-  )
+  const url = service.url
+  ctx.log.info({ url, bus: actor.addr, engines: engines.map((e) => e.name) }, 'proxy ready')
   return {
+    actor,
+    service,
+    url,
     async stop(reason) {
       await app.close()
       await actor.stop(reason)

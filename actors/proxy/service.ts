@@ -167,6 +167,11 @@ export class ProxyService {
     return { sessions, trajectories }
   }
 
+  /** Where agents reach this proxy: proxy.public_url, or what the HTTP server bound. */
+  get url(): string {
+    return this.publicUrl
+  }
+
   /** Where agents reach this proxy (set by the HTTP server once it listens, unless configured). */
   setPublicUrl(url: string): void {
     if (!this.config.public_url) this.publicUrl = url.replace(/\/+$/, '')
