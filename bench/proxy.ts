@@ -8,10 +8,15 @@
  * 3. templating: a 200-turn tool-calling episode (~13k tokens) with the real Qwen3 template and tokenizer,
  *    incremental (token-in-token-out) vs rendering and tokenizing the whole history every turn.
  *
- * Last line: RESULT proxy added_p50_ms=… req_s=… template_speedup=…
+ * Wall-clock numbers on a shared machine move with its load; `added_cpu_ms` (CPU time this process spends
+ * per turn through the proxy minus calling the engine directly; the engine runs in a child process) does not.
+ *
+ * Last line: RESULT proxy added_p50_ms=… req_s=… template_speedup=… added_cpu_ms=… template_full_ms=… template_incr_ms=…
  */
-import { createServer, type Server } from 'node:http'
+import { type ChildProcess, spawn } from 'node:child_process'
+import { Agent, request } from 'node:http'
 import { createRequire } from 'node:module'
+import { cpus, loadavg } from 'node:os'
 import { dirname } from 'node:path'
 import { buildApp } from '../actors/proxy/app.ts'
 import { validate } from '../actors/proxy/config.ts'
@@ -29,42 +34,71 @@ const quantile = (xs: number[], q: number) => {
   return s[Math.min(s.length - 1, Math.floor(q * s.length))]!
 }
 
-/** An SGLang /generate stand-in that answers at once with a fixed short reply (for overhead only). */
+/**
+ * An SGLang /generate stand-in that answers at once with a fixed short reply (for overhead only). It runs
+ * in a child process, so this process's CPU time covers only the client and the proxy.
+ */
 async function instantEngine(
   reply: number[],
-): Promise<{ url: string; server: Server; lastInput: () => number[] }> {
-  let last: number[] = []
-  const body = JSON.stringify({
-    text: 'OK.',
-    meta_info: {
-      finish_reason: { type: 'stop', matched: reply.at(-1) },
-      output_token_logprobs: reply.map((id) => [-0.5, id, null]),
-      weight_version: '0',
-    },
-  })
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = []
-    req.on('data', (c: Buffer) => chunks.push(c))
-    req.on('end', () => {
-      if (req.url === '/generate')
-        last = (JSON.parse(Buffer.concat(chunks).toString()) as { input_ids: number[] }).input_ids
-      res.writeHead(200, { 'content-type': 'application/json' })
-      res.end(req.url === '/generate' ? body : '{}')
+): Promise<{ url: string; child: ChildProcess; lastInput: () => Promise<number[]> }> {
+  const code = `
+    const http = require('node:http')
+    const reply = ${JSON.stringify(reply)}
+    const body = JSON.stringify({ text: 'OK.', meta_info: { finish_reason: { type: 'stop', matched: reply.at(-1) },
+      output_token_logprobs: reply.map((id) => [-0.5, id, null]), weight_version: '0' } })
+    let last = '[]'
+    const server = http.createServer((req, res) => {
+      const chunks = []
+      req.on('data', (c) => chunks.push(c))
+      req.on('end', () => {
+        if (req.url === '/generate') last = JSON.stringify(JSON.parse(Buffer.concat(chunks).toString()).input_ids)
+        res.writeHead(200, { 'content-type': 'application/json' })
+        res.end(req.url === '/generate' ? body : req.url === '/last' ? last : '{}')
+      })
     })
+    server.listen(0, '127.0.0.1', () => process.stdout.write(server.address().port + '\\n'))
+  `
+  const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const port = await new Promise<number>((resolve, reject) => {
+    child.stdout!.once('data', (d: Buffer) => resolve(Number(String(d).trim())))
+    child.once('exit', (c) => reject(new Error(`engine stand-in exited ${c}`)))
   })
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
-  const port = (server.address() as { port: number }).port
-  return { url: `http://127.0.0.1:${port}`, server, lastInput: () => last }
+  const url = `http://127.0.0.1:${port}`
+  return { url, child, lastInput: async () => (await (await fetch(`${url}/last`)).json()) as number[] }
 }
 
-async function post(url: string, body: unknown, key?: string): Promise<unknown> {
-  const res = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) },
-    body: JSON.stringify(body),
+const cpuMs = () => {
+  const u = process.cpuUsage()
+  return (u.user + u.system) / 1000
+}
+
+const clientAgent = new Agent({ keepAlive: true, maxSockets: 64 })
+
+/** A lean JSON POST (node:http, keep-alive): the same client for the proxy and the direct engine calls. */
+function post(url: string, body: unknown, key?: string): Promise<unknown> {
+  const payload = Buffer.from(JSON.stringify(body))
+  return new Promise((resolve, reject) => {
+    const req = request(url, {
+      method: 'POST',
+      agent: clientAgent,
+      headers: {
+        'content-type': 'application/json',
+        'content-length': payload.length,
+        ...(key ? { authorization: `Bearer ${key}` } : {}),
+      },
+    })
+    req.on('error', reject)
+    req.on('response', (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => chunks.push(c))
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString()
+        if ((res.statusCode ?? 0) >= 300) reject(new Error(`${url}: ${res.statusCode} ${text}`))
+        else resolve(JSON.parse(text))
+      })
+    })
+    req.end(payload)
   })
-  if (!res.ok) throw new Error(`${url}: ${res.status} ${await res.text()}`)
-  return res.json()
 }
 
 async function main() {
@@ -86,6 +120,8 @@ async function main() {
   const added: number[] = []
   const viaProxy: number[] = []
   const direct: number[] = []
+  let cpuProxy = 0
+  let cpuDirect = 0
   const CONVERSATIONS = 3
   const TURNS = 50
   for (let c = 0; c < CONVERSATIONS; c++) {
@@ -96,12 +132,15 @@ async function main() {
         role: 'user',
         content: `Question ${t} of conversation ${c}: can I change booking ${t}?`,
       })
+      const c0 = cpuMs()
       const t0 = performance.now()
       const r = (await post(`${h.baseUrl}/chat/completions`, { model: 'policy', messages }, h.apiKey)) as {
         choices: { message: { role: string; content: string | null } }[]
       }
       const t1 = performance.now()
-      const input = engine.lastInput()
+      const c1 = cpuMs()
+      const input = await engine.lastInput()
+      const c2 = cpuMs()
       const t2 = performance.now()
       await post(`${engine.url}/generate`, {
         input_ids: input,
@@ -115,20 +154,26 @@ async function main() {
         stream: false,
       })
       const t3 = performance.now()
+      const c3 = cpuMs()
       messages.push(r.choices[0]!.message)
       if (t >= 2) {
         viaProxy.push(t1 - t0)
         direct.push(t3 - t2)
         added.push(t1 - t0 - (t3 - t2))
+        cpuProxy += c1 - c0
+        cpuDirect += c3 - c2
       }
     }
     await service.endSession(h.sessionId)
     service.releaseTrajectories((await service.exportTrajectories(h.sessionId)).ref)
   }
   const addedP50 = quantile(added, 0.5)
+  const addedCpu = (cpuProxy - cpuDirect) / added.length
   console.log(
     `latency: ${added.length} turns, system prompt ${systemTokens} tokens; via proxy p50 ${quantile(viaProxy, 0.5).toFixed(2)} ms, ` +
-      `direct p50 ${quantile(direct, 0.5).toFixed(2)} ms, added p50 ${addedP50.toFixed(2)} ms p90 ${quantile(added, 0.9).toFixed(2)} ms`,
+      `direct p50 ${quantile(direct, 0.5).toFixed(2)} ms, added p50 ${addedP50.toFixed(2)} ms p90 ${quantile(added, 0.9).toFixed(2)} ms; ` +
+      `CPU per turn via proxy ${(cpuProxy / added.length).toFixed(2)} ms, direct ${(cpuDirect / added.length).toFixed(2)} ms, ` +
+      `added ${addedCpu.toFixed(2)} ms (the engine runs in another process; load average ${loadavg()[0]!.toFixed(1)} on ${cpus().length} CPUs)`,
   )
 
   // --- 2. requests per second ------------------------------------------------------------------------
@@ -157,7 +202,7 @@ async function main() {
   )
   await app.close()
   await service.close()
-  engine.server.close()
+  engine.child.kill()
 
   // --- 3. templating: incremental vs full re-render ------------------------------------------------------
   const template = ChatTemplate.forTokenizer(tokenizer)
@@ -234,6 +279,7 @@ async function main() {
   )
   console.log(
     `RESULT proxy added_p50_ms=${addedP50.toFixed(3)} req_s=${reqS.toFixed(0)} template_speedup=${speedup.toFixed(1)} ` +
+      `added_cpu_ms=${addedCpu.toFixed(3)} ` +
       `template_full_ms=${fullMs.toFixed(0)} template_incr_ms=${incrMs.toFixed(1)}`,
   )
 }
