@@ -10,7 +10,8 @@
  *   3. Debian's `libtorch-dev` (1.13, CPU) with `libgloo-dev` for c10d Gloo, under `/usr`
  *      (`LIBTORCH_SYSTEM_PREFIX` overrides the prefix).
  *
- * Usage: `node --import tsx native/build.ts [--if-needed] [--force]`. With `--if-needed` it exits at once
+ * Usage: `node --import tsx native/build.ts [--if-needed] [--force]` (`TRN_BUILD_JOBS=n` compiles n sources at
+ * once; default 2, the CI machine's cores). With `--if-needed` it exits at once
  * when the addon is newer than every source (what bin/setup runs). Objects are rebuilt only when their
  * source, a header or the flags changed (native/build/stamp.json).
  */
@@ -193,7 +194,8 @@ export async function build(opts: { force?: boolean } = {}): Promise<string> {
   process.stderr.write(
     `build:native: libtorch from ${lt.source}; compiling ${todo.length}/${cc.length} sources\n`,
   )
-  await pool(todo, 2, async ({ src, obj, key }) => {
+  const jobs = Math.max(1, Number(process.env.TRN_BUILD_JOBS ?? 2) || 2)
+  await pool(todo, jobs, async ({ src, obj, key }) => {
     await run('g++', [...cxxflags, '-c', src, '-o', obj])
     stamp[obj] = key
     writeFileSync(stampFile, JSON.stringify(stamp, null, 2))
