@@ -64,6 +64,69 @@ describe('proxy streaming (SSE through the official openai client)', () => {
     })
   })
 
+  describe('when the engine streams its tokens', () => {
+    it('should deliver content to the client while the engine is still generating', async () => {
+      const core = h.engines[0]!.core
+      core.holdAfter = 4
+      const held = new Promise((r) => core.once('held', r))
+      const { client } = await h.open()
+      const stream = await client.chat.completions.create({
+        model: 'policy',
+        messages: [{ role: 'user', content: 'hi there' }],
+        stream: true,
+      })
+      const it = stream[Symbol.asyncIterator]()
+      let content = ''
+      while (content === '') {
+        const { value, done } = await it.next()
+        if (done) break
+        content += value.choices[0]?.delta?.content ?? ''
+      }
+      await held
+      // the engine is frozen after 4 tokens: what arrived came before the generation finished
+      expect(content).to.not.equal('')
+      expect('Hello! You said: hi there (v0)'.startsWith(content)).to.equal(true)
+      expect(h.service.stats().completions).to.equal(0)
+      core.release()
+      for (;;) {
+        const { value, done } = await it.next()
+        if (done) break
+        content += value.choices[0]?.delta?.content ?? ''
+      }
+      expect(content).to.equal('Hello! You said: hi there (v0)')
+      expect(h.service.stats().completions).to.equal(1)
+    })
+  })
+
+  describe('when SGLang streams incremental chunks (--incremental-streaming-output)', () => {
+    it('should assemble the same tokens as from cumulative chunks', async () => {
+      const core = h.engines[0]!.core
+      const run = async () => {
+        const { handle, client } = await h.open()
+        const s = await collect(
+          await client.chat.completions.create({
+            model: 'policy',
+            messages: [{ role: 'user', content: 'please think about it' }],
+            stream: true,
+          }),
+        )
+        await h.service.endSession(handle.sessionId)
+        const p = h.service.fetchTrajectories((await h.service.exportTrajectories(handle.sessionId)).ref)
+        return {
+          content: s.content,
+          reasoning: s.reasoning,
+          ids: Array.from(p.inputIds),
+          lps: Array.from(p.logprobs),
+        }
+      }
+      const cumulative = await run()
+      core.incrementalStream = true
+      const incremental = await run()
+      expect(incremental).to.deep.equal(cumulative)
+      expect(incremental.content).to.equal('Here it is.')
+    })
+  })
+
   describe('when the request has tools', () => {
     it('should stream tool calls with ids, names and arguments, and finish with tool_calls', async () => {
       const { client } = await h.open()

@@ -101,3 +101,89 @@ function once(url: string, body: unknown, opts: PostOptions, mayRetry: boolean):
     req.end(payload)
   })
 }
+
+/**
+ * POST a JSON body and read a Server-Sent Events reply: `onData` gets each `data:` payload parsed as JSON
+ * until `data: [DONE]` or the end of the stream. Same error mapping as postJson.
+ */
+export function postSse(
+  url: string,
+  body: unknown,
+  opts: PostOptions,
+  onData: (msg: unknown) => void,
+): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (opts.signal?.aborted) return reject(opts.signal.reason)
+    const payload = Buffer.from(body instanceof RawJson ? body.text : JSON.stringify(body))
+    let answered = false
+    let settled = false
+    const done = (err: unknown) => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      opts.signal?.removeEventListener('abort', onAbort)
+      if (err) {
+        reject(err)
+        req.destroy()
+      } else resolve()
+    }
+    const req = request(url, {
+      method: 'POST',
+      agent,
+      headers: {
+        'content-type': 'application/json',
+        'content-length': payload.length,
+        accept: 'text/event-stream',
+      },
+    })
+    const timer = setTimeout(
+      () => done(fail('PRX_ERR_UPSTREAM_TIMEOUT', `${url} after ${opts.timeoutMs} ms`, { url })),
+      opts.timeoutMs,
+    )
+    const onAbort = () => done(opts.signal!.reason)
+    opts.signal?.addEventListener('abort', onAbort, { once: true })
+    req.on('error', (err) => {
+      const code = (err as { code?: string }).code
+      if (!answered) done(fail('PRX_ERR_ENGINE_DOWN', `${url}: ${code ?? err.message}`, { url }, err))
+      else done(fail('PRX_ERR_UPSTREAM', `${url}: stream cut off (${code ?? err.message})`, { url }, err))
+    })
+    req.on('response', (res) => {
+      answered = true
+      const status = res.statusCode ?? 0
+      let buf = ''
+      res.setEncoding('utf8')
+      if (status < 200 || status >= 300) {
+        res.on('data', (c: string) => (buf += c))
+        res.on('end', () =>
+          done(fail('PRX_ERR_UPSTREAM', `${url} answered ${status}: ${buf.slice(0, 300)}`, { url, status })),
+        )
+        return
+      }
+      res.on('data', (c: string) => {
+        buf += c
+        for (let nl = buf.indexOf('\n\n'); nl >= 0 && !settled; nl = buf.indexOf('\n\n')) {
+          const event = buf.slice(0, nl)
+          buf = buf.slice(nl + 2)
+          for (const line of event.split('\n')) {
+            if (!line.startsWith('data:')) continue
+            const data = line.slice(5).trim()
+            if (data === '[DONE]') return done(null)
+            try {
+              onData(JSON.parse(data))
+            } catch (err) {
+              const e = err as { code?: string }
+              return done(
+                e.code
+                  ? err
+                  : fail('PRX_ERR_UPSTREAM', `${url}: bad stream event: ${data.slice(0, 200)}`, { url }, err),
+              )
+            }
+          }
+        }
+      })
+      res.on('end', () => done(null))
+      res.on('error', (err) => done(fail('PRX_ERR_UPSTREAM', `${url}: stream cut off`, { url }, err)))
+    })
+    req.end(payload)
+  })
+}

@@ -90,6 +90,7 @@ export class EnginePool {
       const i = this.pick(sessionId, tried)
       const input = ids.length === 0 ? prompt : concat(prompt, ids)
       let res: GenerateResult
+      let streamed = 0
       this.inflight[i]!++
       try {
         res = await this.engines[i]!.generate({
@@ -98,6 +99,12 @@ export class EnginePool {
           signal: o.signal,
           // one engine request per segment: a resumed generation is a new request there
           rid: o.rid ? `${o.rid}-${resumes}` : undefined,
+          onTokens: o.onTokens
+            ? (t, l) => {
+                streamed += t.length
+                o.onTokens!(t, l)
+              }
+            : undefined,
         })
       } catch (err) {
         if ((err as { code?: string }).code === 'PRX_ERR_ENGINE_DOWN') {
@@ -120,7 +127,9 @@ export class EnginePool {
         lps.push(res.logprobs[k]!)
         vers.push(res.versions[k]!)
       }
-      if (res.outputIds.length > 0) o.onTokens?.(res.outputIds, res.logprobs)
+      // what a non-streaming backend (or the tail of a streaming one) has not handed over yet
+      if (res.outputIds.length > streamed)
+        o.onTokens?.(res.outputIds.subarray(streamed), res.logprobs.subarray(streamed))
       finishReason = res.finishReason
       if (finishReason !== 'abort') break
       if (o.signal?.aborted) throw o.signal.reason

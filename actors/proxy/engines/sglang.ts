@@ -1,6 +1,6 @@
 /**
  * SGLang server backend (its native HTTP API, not the OpenAI one):
- *   POST /generate {input_ids, sampling_params, return_logprob: true}
+ *   POST /generate {input_ids, sampling_params, return_logprob: true, stream}
  *        → {text, meta_info: {finish_reason: {type: 'stop'|'length'|'abort', …},
  *                             output_token_logprobs: [[logprob, id, text|null], …], weight_version?}}
  *   POST /pause_generation {mode: 'abort'}   in-flight requests come back with finish_reason abort
@@ -8,20 +8,25 @@
  *   POST /update_weights_from_disk {model_path, weight_version, abort_all_requests} → {success, message}
  *   POST /abort_request {rid} (when the agent disconnects or the request times out)
  *   POST /flush_cache · GET /health
+ * Streaming (SSE `data: {…}` … `data: [DONE]`) is used when the caller wants tokens as they come; chunks
+ * carry cumulative output_token_logprobs by default, incremental ones with --incremental-streaming-output.
  * Tokens are labelled with the version of the weights the server holds: `meta_info.weight_version` when it
  * reports one, else the version this backend last loaded (pause → update → resume keeps that exact).
  */
 import { fail } from '../../../runtime/errors.ts'
-import { jsonWithIds, postJson } from './http.ts'
+import { jsonWithIds, postJson, postSse } from './http.ts'
 import type { Engine, FinishReason, GenerateRequest, GenerateResult } from './types.ts'
 
 export interface SglangOptions {
   url: string
   timeoutMs: number
+  /** stream tokens from /generate when the caller wants them as they come (default true) */
+  stream?: boolean
 }
 
 interface SglangReply {
   meta_info?: {
+    completion_tokens?: number
     finish_reason?: { type?: string } | string | null
     output_token_logprobs?: [number, number, unknown][]
     weight_version?: string | number
@@ -39,7 +44,8 @@ export class SglangEngine implements Engine {
   async generate(req: GenerateRequest): Promise<GenerateResult> {
     const s = req.sampling
     const version = this.version
-    const body = {
+    const stream = !!req.onTokens && this.opts.stream !== false
+    const body = jsonWithIds('input_ids', req.inputIds, {
       sampling_params: {
         max_new_tokens: s.maxNewTokens,
         temperature: s.temperature,
@@ -52,15 +58,50 @@ export class SglangEngine implements Engine {
         no_stop_trim: true,
       },
       return_logprob: true,
-      stream: false,
+      stream,
       ...(req.rid ? { rid: req.rid } : {}),
+    })
+    const ids: number[] = []
+    const lps: number[] = []
+    let meta: NonNullable<SglangReply['meta_info']> | undefined
+    const take = (m: SglangReply['meta_info'], streaming: boolean) => {
+      const list = m?.output_token_logprobs
+      if (!m || !Array.isArray(list)) {
+        throw fail('PRX_ERR_UPSTREAM', `${this.name}: /generate reply has no meta_info.output_token_logprobs`)
+      }
+      // SGLang streams cumulative lists by default (incremental with --incremental-streaming-output):
+      // a list as long as completion_tokens is cumulative.
+      const cumulative =
+        !streaming || m.completion_tokens === undefined || list.length === m.completion_tokens
+      const fresh = cumulative ? list.slice(ids.length) : list
+      const at = ids.length
+      for (let i = 0; i < fresh.length; i++) {
+        const e = fresh[i]!
+        if (!Array.isArray(e) || typeof e[0] !== 'number' || !Number.isInteger(e[1])) {
+          throw fail(
+            'PRX_ERR_UPSTREAM',
+            `${this.name}: output_token_logprobs[${at + i}] is not [logprob, id, …]`,
+          )
+        }
+        lps.push(e[0])
+        ids.push(e[1])
+      }
+      meta = m
+      if (streaming && fresh.length > 0)
+        req.onTokens!(Int32Array.from(ids.slice(at)), Float32Array.from(lps.slice(at)))
     }
-    let reply: SglangReply
+    const opts = { timeoutMs: this.opts.timeoutMs, signal: req.signal }
     try {
-      reply = (await postJson(`${this.opts.url}/generate`, jsonWithIds('input_ids', req.inputIds, body), {
-        timeoutMs: this.opts.timeoutMs,
-        signal: req.signal,
-      })) as SglangReply
+      if (stream) {
+        await postSse(`${this.opts.url}/generate`, body, opts, (msg) => {
+          const m = msg as SglangReply & { error?: unknown }
+          if (m.error !== undefined)
+            throw fail('PRX_ERR_UPSTREAM', `${this.name}: ${JSON.stringify(m.error).slice(0, 300)}`)
+          take(m.meta_info, true)
+        })
+      } else {
+        take(((await postJson(`${this.opts.url}/generate`, body, opts)) as SglangReply).meta_info, false)
+      }
     } catch (err) {
       // the caller gave up or the engine is too slow: stop the generation there too
       const code = (err as { code?: string }).code
@@ -71,29 +112,14 @@ export class SglangEngine implements Engine {
       }
       throw err
     }
-    const meta = reply.meta_info
-    const lps = meta?.output_token_logprobs
-    if (!meta || !Array.isArray(lps)) {
-      throw fail('PRX_ERR_UPSTREAM', `${this.name}: /generate reply has no meta_info.output_token_logprobs`)
-    }
-    const n = lps.length
-    const outputIds = new Int32Array(n)
-    const logprobs = new Float32Array(n)
-    for (let i = 0; i < n; i++) {
-      const e = lps[i]!
-      if (!Array.isArray(e) || typeof e[0] !== 'number' || !Number.isInteger(e[1])) {
-        throw fail('PRX_ERR_UPSTREAM', `${this.name}: output_token_logprobs[${i}] is not [logprob, id, …]`)
-      }
-      logprobs[i] = e[0]
-      outputIds[i] = e[1]
-    }
+    if (!meta) throw fail('PRX_ERR_UPSTREAM', `${this.name}: /generate stream ended without output`)
     const reported = Number(meta.weight_version)
     const v = meta.weight_version !== undefined && Number.isInteger(reported) ? reported : version
     const fr = typeof meta.finish_reason === 'string' ? meta.finish_reason : meta.finish_reason?.type
     return {
-      outputIds,
-      logprobs,
-      versions: new Int32Array(n).fill(v),
+      outputIds: Int32Array.from(ids),
+      logprobs: Float32Array.from(lps),
+      versions: new Int32Array(ids.length).fill(v),
       finishReason: finishReason(fr, this.name),
     }
   }

@@ -28,6 +28,11 @@ export interface GenerateRequest {
   signal?: AbortSignal
   /** request id (for logs and engine-side abort) */
   rid?: string
+  /**
+   * Tokens as they are generated (streaming backends call it once per arrival, in order); a backend that
+   * does not stream never calls it and the caller takes the whole result.
+   */
+  onTokens?: (ids: Int32Array, logprobs: Float32Array) => void
 }
 
 export type FinishReason = 'stop' | 'length' | 'abort'
