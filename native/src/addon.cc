@@ -7,6 +7,7 @@
 #include <napi.h>
 
 #include <ATen/Parallel.h>
+#include <ATen/core/grad_mode.h>
 #include <malloc.h>
 
 #include <functional>
