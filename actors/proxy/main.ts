@@ -15,8 +15,9 @@ import { attachProxy } from './actor.ts'
 import { buildApp } from './app.ts'
 import { type EngineConfig, validate } from './config.ts'
 import { EmbeddedEngine } from './engines/embedded.ts'
+import { makeEngine } from './engines/factory.ts'
 import type { Engine } from './engines/types.ts'
-import { makeEngine, ProxyService } from './service.ts'
+import { ProxyService } from './service.ts'
 
 export interface ProxyProcess extends Started {
   actor: Actor

@@ -1,0 +1,49 @@
+/**
+ * OpenAI request messages → template messages, and the keys that decide whether a request continues an
+ * earlier completion (its messages and reply are a prefix of the new request's messages).
+ */
+import type { ChatMessage } from '../tokenizer/chat-template.ts'
+import type { ModelTokenizer } from '../tokenizer/tokenizer.ts'
+import type { ChatRequestMessage } from './openai.ts'
+
+function flatten(content: ChatRequestMessage['content']): string {
+  if (content == null) return ''
+  if (typeof content === 'string') return content
+  return content.map((p) => (p.type === 'text' ? (p.text ?? '') : '')).join('')
+}
+
+/** The message as a chat template sees it (content parts joined; `developer` is a system message). */
+export function toChatMessage(m: ChatRequestMessage): ChatMessage {
+  const out: ChatMessage = { role: m.role === 'developer' ? 'system' : m.role, content: flatten(m.content) }
+  if (m.name !== undefined) out.name = m.name
+  if (m.tool_call_id !== undefined) out.tool_call_id = m.tool_call_id
+  if (m.tool_calls?.length) {
+    out.tool_calls = m.tool_calls.map((t) => ({
+      id: t.id,
+      type: 'function',
+      function: { name: t.function.name, arguments: t.function.arguments },
+    }))
+  }
+  if (m.reasoning_content) out.reasoning_content = m.reasoning_content
+  return out
+}
+
+/** What identifies a message for matching turns (tool-call ids and reasoning, which clients may drop, are left out). */
+export function messageKey(
+  m: Pick<ChatMessage, 'role' | 'content' | 'tool_calls'> & Partial<ChatMessage>,
+): string {
+  return JSON.stringify([
+    m.role,
+    m.content,
+    m.name ?? null,
+    m.tool_call_id ?? null,
+    m.tool_calls?.length ? m.tool_calls.map((t) => [t.function.name, t.function.arguments]) : null,
+  ])
+}
+
+/** `ids` without trailing eos ids (for decoding the text the agent sees). */
+export function stripEos(ids: ArrayLike<number>, tok: ModelTokenizer): ArrayLike<number> {
+  let n = ids.length
+  while (n > 0 && tok.isEos(ids[n - 1]!)) n--
+  return n === ids.length ? ids : Array.prototype.slice.call(ids, 0, n)
+}

@@ -1,0 +1,303 @@
+/**
+ * One completion, start to finish: build the prompt (incrementally when the request continues an earlier
+ * completion of the session), generate on the engine pool, parse the reply, record the exact tokens.
+ * Owned by ProxyService; HTTP and streaming live in routes/.
+ */
+import { randomBytes } from 'node:crypto'
+import { fail } from '../../runtime/errors.ts'
+import type { Logger } from '../../runtime/log.ts'
+import type { ChatMessage } from '../tokenizer/chat-template.ts'
+import type { PromptBuilder, TemplateContext } from '../tokenizer/incremental.ts'
+import type { ModelTokenizer } from '../tokenizer/tokenizer.ts'
+import { messageKey, stripEos, toChatMessage } from './chat-messages.ts'
+import type { ProxyConfig } from './config.ts'
+import type { EnginePool } from './engines/pool.ts'
+import type { FinishReason, Sampling } from './engines/types.ts'
+import type { ChatRequest, CompletionRequest } from './openai.ts'
+import type { CompletionRecord, Session } from './session.ts'
+import { type ParsedOutput, type ParsedToolCall, parseOutput, StreamingParser } from './tool-parser.ts'
+
+export interface ChatResult {
+  id: string
+  created: number
+  model: string
+  content: string | null
+  reasoning: string | null
+  toolCalls: ParsedToolCall[]
+  finishReason: 'stop' | 'length' | 'tool_calls'
+  promptTokens: number
+  completionTokens: number
+  outputIds: Int32Array
+  logprobs: Float32Array
+}
+
+export interface CompletionResult {
+  id: string
+  created: number
+  model: string
+  text: string
+  finishReason: 'stop' | 'length'
+  promptTokens: number
+  completionTokens: number
+  outputIds: Int32Array
+  logprobs: Float32Array
+}
+
+export interface StreamDelta {
+  reasoning: string
+  content: string
+}
+
+export class Completer {
+  /** completions in flight (bounded by proxy.max_inflight) */
+  inflight = 0
+  readonly counters = { completions: 0, malformedToolCalls: 0, historyRewrites: 0 }
+
+  constructor(
+    private readonly config: ProxyConfig,
+    private readonly tokenizer: ModelTokenizer,
+    private readonly builder: PromptBuilder,
+    private readonly pool: EnginePool,
+    private readonly log: Logger,
+    private readonly now: () => number,
+  ) {}
+
+  async chat(
+    s: Session,
+    req: ChatRequest,
+    o: { signal?: AbortSignal; onDelta?: (d: StreamDelta) => void } = {},
+  ): Promise<ChatResult> {
+    if (req.n !== undefined && req.n !== 1)
+      throw fail('PRX_ERR_UNSUPPORTED', 'n must be 1 (one session, one branch)')
+    const messages = req.messages.map(toChatMessage)
+    const ctx: TemplateContext = {
+      tools: req.tools?.length ? req.tools : undefined,
+      kwargs: req.chat_template_kwargs,
+    }
+    const ctxKey = JSON.stringify([ctx.tools ?? null, ctx.kwargs ?? null])
+    const msgKeys = messages.map(messageKey)
+    const { prompt, parent, follows } = this.chatPrompt(s, messages, msgKeys, ctx, ctxKey)
+    const toolsOn = this.config.tool_parser !== 'none' && !!ctx.tools && req.tool_choice !== 'none'
+    const reasoningOn = this.config.reasoning_parser !== 'none'
+    const promptTail = this.tokenizer.decode(prompt.subarray(Math.max(0, prompt.length - 4)))
+    const id = `chatcmpl-${randomBytes(12).toString('hex')}`
+    const parseOpts = {
+      tools: toolsOn,
+      reasoning: reasoningOn,
+      reasoningOpen: reasoningOn && /<think>\n?$/.test(promptTail),
+      idPrefix: `call_${id.slice(9, 21)}_`,
+    }
+    const stream = o.onDelta ? new StreamingParser(parseOpts) : null
+    const out: number[] = []
+    const gen = await this.generate(
+      s,
+      id,
+      prompt,
+      this.sampling(req, prompt.length, req.max_completion_tokens),
+      {
+        signal: o.signal,
+        onTokens: stream
+          ? (ids) => {
+              for (const x of ids) out.push(x)
+              const d = stream.update(this.tokenizer.decode(stripEos(out, this.tokenizer), false))
+              if (d.reasoning || d.content) o.onDelta!(d)
+            }
+          : undefined,
+      },
+    )
+    const text = this.tokenizer.decode(stripEos(gen.outputIds, this.tokenizer))
+    let parsed: ParsedOutput
+    if (stream) {
+      const fin = stream.finish(text)
+      if (fin.reasoningDelta || fin.contentDelta)
+        o.onDelta!({ reasoning: fin.reasoningDelta, content: fin.contentDelta })
+      parsed = fin
+    } else {
+      parsed = parseOutput(text, parseOpts)
+    }
+    this.counters.malformedToolCalls += parsed.malformed
+    const endsWithEos =
+      gen.outputIds.length > 0 && this.tokenizer.isEos(gen.outputIds[gen.outputIds.length - 1]!)
+    const content = parsed.content === '' && parsed.toolCalls.length > 0 ? null : parsed.content
+    this.record(s, {
+      id,
+      parent,
+      follows,
+      prompt,
+      gen,
+      chat: {
+        msgKeys,
+        replyKey: messageKey({
+          role: 'assistant',
+          content: content ?? '',
+          tool_calls: parsed.toolCalls.length
+            ? parsed.toolCalls.map((t) => ({ function: { name: t.name, arguments: t.arguments } }))
+            : undefined,
+        }),
+        ctxKey,
+        reasoning: parsed.reasoning === null ? 'none' : parsed.reasoning === '' ? 'empty' : 'text',
+        endsWithEos,
+      },
+    })
+    return {
+      id,
+      created: Math.floor(Date.now() / 1000),
+      model: this.config.model_name,
+      content,
+      reasoning: parsed.reasoning,
+      toolCalls: parsed.toolCalls,
+      finishReason:
+        parsed.toolCalls.length > 0 ? 'tool_calls' : gen.finishReason === 'length' ? 'length' : 'stop',
+      promptTokens: prompt.length,
+      completionTokens: gen.outputIds.length,
+      outputIds: gen.outputIds,
+      logprobs: gen.logprobs,
+    }
+  }
+
+  async completion(
+    s: Session,
+    req: CompletionRequest,
+    o: { signal?: AbortSignal } = {},
+  ): Promise<CompletionResult> {
+    if (req.n !== undefined && req.n !== 1) throw fail('PRX_ERR_UNSUPPORTED', 'n must be 1')
+    if (req.echo) throw fail('PRX_ERR_UNSUPPORTED', 'echo is not supported')
+    const ids = typeof req.prompt === 'string' ? this.tokenizer.encode(req.prompt) : req.prompt
+    for (const x of ids) {
+      if (x >= this.tokenizer.vocabSize)
+        throw fail('PRX_ERR_BAD_REQUEST', `prompt token id ${x} is outside the vocabulary`)
+    }
+    const prompt = Int32Array.from(ids)
+    this.checkPromptLength(prompt.length)
+    const id = `cmpl-${randomBytes(12).toString('hex')}`
+    const gen = await this.generate(s, id, prompt, this.sampling(req, prompt.length), o)
+    this.record(s, { id, parent: null, follows: null, prompt, gen })
+    return {
+      id,
+      created: Math.floor(Date.now() / 1000),
+      model: this.config.model_name,
+      text: this.tokenizer.decode(stripEos(gen.outputIds, this.tokenizer)),
+      finishReason: gen.finishReason === 'length' ? 'length' : 'stop',
+      promptTokens: prompt.length,
+      completionTokens: gen.outputIds.length,
+      outputIds: gen.outputIds,
+      logprobs: gen.logprobs,
+    }
+  }
+
+  private checkPromptLength(n: number): void {
+    if (n >= this.config.context_length) {
+      throw fail(
+        'PRX_ERR_PROMPT_TOO_LONG',
+        `${n} prompt tokens, context_length is ${this.config.context_length}`,
+        {
+          promptTokens: n,
+        },
+      )
+    }
+  }
+
+  private chatPrompt(
+    s: Session,
+    messages: ChatMessage[],
+    msgKeys: string[],
+    ctx: TemplateContext,
+    ctxKey: string,
+  ): { prompt: Int32Array; parent: CompletionRecord | null; follows: string | null } {
+    const prev = this.config.incremental ? s.findParent(msgKeys, ctxKey) : undefined
+    if (prev?.chat) {
+      const d = this.builder.delta(messages.slice(prev.chat.msgKeys.length + 1), ctx, {
+        prevReasoning: prev.chat.reasoning,
+        outputEndsWithEos: prev.chat.endsWithEos,
+      })
+      if (d.kind === 'extend') {
+        const n = prev.promptIds.length + prev.outputIds.length + d.ids.length
+        this.checkPromptLength(n)
+        const prompt = new Int32Array(n)
+        prompt.set(prev.promptIds)
+        prompt.set(prev.outputIds, prev.promptIds.length)
+        prompt.set(d.ids, prev.promptIds.length + prev.outputIds.length)
+        return { prompt, parent: prev, follows: prev.id }
+      }
+      this.counters.historyRewrites++
+      this.log.debug({ session: s.id, reason: d.reason }, 'template rewrites history: new sample')
+    }
+    const prompt = Int32Array.from(this.builder.full(messages, ctx))
+    this.checkPromptLength(prompt.length)
+    return { prompt, parent: null, follows: prev?.id ?? null }
+  }
+
+  private sampling(
+    req: {
+      temperature?: number
+      top_p?: number
+      top_k?: number
+      max_tokens?: number | null
+      stop?: string | string[] | null
+      seed?: number
+    },
+    promptLen: number,
+    maxCompletion?: number | null,
+  ): Sampling {
+    const room = this.config.context_length - promptLen
+    const asked = maxCompletion ?? req.max_tokens ?? this.config.max_new_tokens
+    return {
+      maxNewTokens: Math.max(1, Math.min(asked, room)),
+      temperature: req.temperature ?? 1,
+      topP: req.top_p ?? 1,
+      topK: req.top_k,
+      stopTokenIds: [...this.tokenizer.eosTokenIds],
+      stop: req.stop == null ? undefined : Array.isArray(req.stop) ? req.stop : [req.stop],
+      seed: req.seed,
+    }
+  }
+
+  private async generate(
+    s: Session,
+    rid: string,
+    prompt: Int32Array,
+    sampling: Sampling,
+    o: { signal?: AbortSignal; onTokens?: (ids: Int32Array, lps: Float32Array) => void },
+  ) {
+    if (this.inflight >= this.config.max_inflight) {
+      throw fail('PRX_ERR_FULL', `${this.inflight} completions in flight (proxy.max_inflight)`)
+    }
+    this.inflight++
+    const p = this.pool.generate(s.id, prompt, sampling, { signal: o.signal, rid, onTokens: o.onTokens })
+    s.pending.add(p)
+    try {
+      return await p
+    } finally {
+      s.pending.delete(p)
+      this.inflight--
+    }
+  }
+
+  private record(
+    s: Session,
+    r: {
+      id: string
+      parent: CompletionRecord | null
+      follows: string | null
+      prompt: Int32Array
+      gen: { outputIds: Int32Array; logprobs: Float32Array; versions: Int32Array; finishReason: FinishReason }
+      chat?: CompletionRecord['chat']
+    },
+  ): void {
+    this.counters.completions++
+    s.add({
+      id: r.id,
+      index: s.completions.length,
+      parent: r.parent,
+      follows: r.follows,
+      promptIds: r.prompt,
+      outputIds: r.gen.outputIds,
+      logprobs: r.gen.logprobs,
+      versions: r.gen.versions,
+      finishReason: r.gen.finishReason,
+      reward: null,
+      created: this.now(),
+      chat: r.chat,
+    })
+  }
+}
