@@ -92,23 +92,28 @@ export function findLibtorch(): Libtorch | undefined {
     // no python3 or no torch in it: try Debian's
   }
   const prefix = process.env.LIBTORCH_SYSTEM_PREFIX ?? '/usr'
-  if (existsSync(join(prefix, 'include/torch/csrc/api/include')) && hasSystemLib(prefix)) {
+  const sysLib = systemLibDir(prefix)
+  if (existsSync(join(prefix, 'include/torch/csrc/api/include')) && sysLib) {
     return {
       source: 'debian',
-      includes: [join(prefix, 'include/torch/csrc/api/include')],
-      libDir: undefined,
+      includes:
+        prefix === '/usr'
+          ? [join(prefix, 'include/torch/csrc/api/include')]
+          : [join(prefix, 'include'), join(prefix, 'include/torch/csrc/api/include')],
+      libDir: sysLib,
       defines: existsSync(join(prefix, 'include/gloo')) ? ['-DUSE_C10D_GLOO'] : [],
       libs: ['-ltorch', '-ltorch_cpu', '-lc10'],
-      ldflags: prefix === '/usr' ? [] : [`-L${join(prefix, 'lib')}`],
+      // /usr is searched by default; another prefix needs its include and lib dirs named
+      ldflags: prefix === '/usr' ? [] : [`-L${sysLib}`, `-Wl,-rpath,${sysLib}`],
     }
   }
   return undefined
 }
 
-function hasSystemLib(prefix: string): boolean {
-  return ['lib/x86_64-linux-gnu', 'lib/aarch64-linux-gnu', 'lib'].some((d) =>
-    existsSync(join(prefix, d, 'libtorch_cpu.so')),
-  )
+function systemLibDir(prefix: string): string | undefined {
+  return ['lib/x86_64-linux-gnu', 'lib/aarch64-linux-gnu', 'lib']
+    .map((d) => join(prefix, d))
+    .find((d) => existsSync(join(d, 'libtorch_cpu.so')))
 }
 
 function nodeIncludes(): string[] {

@@ -9,7 +9,7 @@ const buildScript = new URL('../../native/build.ts', import.meta.url).pathname
 
 describe('libtorch discovery', () => {
   let dir: string
-  const keys = ['LIBTORCH', 'LIBTORCH_CXX11_ABI', 'PYTHON'] as const
+  const keys = ['LIBTORCH', 'LIBTORCH_CXX11_ABI', 'PYTHON', 'LIBTORCH_SYSTEM_PREFIX'] as const
   const saved = Object.fromEntries(keys.map((k) => [k, process.env[k]]))
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), 'trn-build-'))
@@ -42,13 +42,21 @@ describe('libtorch discovery', () => {
     expect(() => findLibtorch()).to.throw(/include\/torch/)
   })
 
-  it('should fall back to the system libtorch when there is no LIBTORCH and no python torch', () => {
+  it('should fall back to a system libtorch when there is no LIBTORCH and no python torch', () => {
+    // a Debian-like prefix: headers, gloo headers, libtorch_cpu.so under lib/<triplet>
+    const prefix = join(dir, 'usr')
+    mkdirSync(join(prefix, 'include/torch/csrc/api/include'), { recursive: true })
+    mkdirSync(join(prefix, 'include/gloo'))
+    mkdirSync(join(prefix, 'lib/x86_64-linux-gnu'), { recursive: true })
+    writeFileSync(join(prefix, 'lib/x86_64-linux-gnu/libtorch_cpu.so'), '')
     delete process.env.LIBTORCH
     process.env.PYTHON = join(dir, 'no-python')
+    process.env.LIBTORCH_SYSTEM_PREFIX = prefix
     const lt = findLibtorch()
-    // this machine and CI have Debian's libtorch-dev
     expect(lt?.source).to.equal('debian')
     expect(lt?.defines).to.include('-DUSE_C10D_GLOO')
+    expect(lt?.ldflags).to.include(`-L${join(prefix, 'lib/x86_64-linux-gnu')}`)
+    expect(lt?.includes).to.include(join(prefix, 'include/torch/csrc/api/include'))
   })
 
   it('should exit non-zero saying how to get libtorch when there is none', () => {
