@@ -244,7 +244,8 @@ export const asks = {
       logprobs: typed(Float32Array),
       advantages: typed(Float32Array),
     }),
-    obj({ step: int, samples: int, tokens: int, ms: num }),
+    /** stats: this rank's sums (lossTokens, behaveMinusProx, …); the PPO stats are global already */
+    obj({ step: int, samples: int, tokens: int, ms: num, stats: rec(num) }),
   ],
   /** head → rank r > 0: join a collective save of the weights (publish or checkpoint) into dir */
   'trainer:save': [

@@ -25,7 +25,12 @@ export async function startEngineRole(
   ctx: RoleContext,
 ): Promise<{ stop(reason: string): Promise<void> }> {
   const bus: Partial<BusConfig> | undefined = cfg.bus ? toBusConfig(cfg.bus) : undefined
-  const engine = await startEngine(cfg.engine, { id: ctx.id, log: ctx.log, controller: ctx.controller, bus })
+  const engine = await startEngine(cfg.engine, {
+    id: ctx.id,
+    log: ctx.log,
+    controller: ctx.controller || undefined,
+    bus,
+  })
   return { stop: (reason) => engine.close(reason) }
 }
 

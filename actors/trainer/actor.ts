@@ -1,0 +1,136 @@
+/**
+ * The trainer actor: one per rank, driving the native addon (DESIGN §1, §5, §6). Rank 0 is the head
+ * that talks to the controller; ranks > 0 take their share of each step from the head.
+ *
+ *   controller ──trainer:step / publish / checkpoint──▶ rank 0 (TrainerHead)
+ *                                                          │ proxy:fetch ──▶ proxies (trajectories by reference)
+ *                                                          │ trainer:shard / trainer:save ──▶ ranks 1..W-1
+ *   ranks 0..W-1 ── Gloo process group (FileStore rendezvous) ── sharded parameters, grads, AdamW state
+ *
+ * Sockets: one inbox (Router, bus.bind); Dealers to the controller, the proxies and the other ranks.
+ * Config: the `actor:` section (actors/trainer/config.ts). Start order: join the process group (blocks
+ * until every rank joined), build or load the model (collective), then bind and register — so a
+ * registered head always has its whole group behind it.
+ */
+import { join } from 'node:path'
+import { initProcessGroup, lrAt, setNumThreads } from '../../native/index.ts'
+import { Actor, type BusConfig } from '../../runtime/actor.ts'
+import { fail } from '../../runtime/errors.ts'
+import type { Logger } from '../../runtime/log.ts'
+import { optimizerConfig, type TrainerConfig } from './config.ts'
+import { readTrainerState, TrainerHead } from './head.ts'
+import { openModel } from './model-source.ts'
+import { RankWorker } from './rank.ts'
+
+export { type TrainerConfig, trainerSchema } from './config.ts'
+
+export interface TrainerDeps {
+  id: string
+  log: Logger
+  controller?: string
+  bus?: Partial<BusConfig>
+  /** this process's rank (default 0) */
+  rank?: number
+  /** ranks in the group (default cfg.world_size) */
+  worldSize?: number
+  /** FileStore path of the group (default cfg.rendezvous) */
+  rendezvous?: string
+  /** a checkpoint directory (trainer:checkpoint's dir) to continue from */
+  resumeFrom?: string
+  /** actor ids (or addresses) of ranks 1..W-1, for the head; default: its own id with the rank swapped */
+  peers?: string[]
+}
+
+export interface TrainerHandle {
+  actor: Actor
+  worker: RankWorker
+  /** the head's step logic (rank 0 only) */
+  head: TrainerHead | undefined
+  rank: number
+  worldSize: number
+  close(reason?: string): Promise<void>
+}
+
+export async function startTrainer(cfg: TrainerConfig, deps: TrainerDeps): Promise<TrainerHandle> {
+  const rank = deps.rank ?? 0
+  const worldSize = deps.worldSize ?? cfg.world_size
+  const log = deps.log.child({ rank })
+  if (rank < 0 || rank >= worldSize)
+    throw fail('CFG_ERR_VALUE', `trainer rank ${rank} outside [0, ${worldSize})`)
+  try {
+    lrAt(optimizerConfig(cfg), 0)
+  } catch (e) {
+    throw fail('CFG_ERR_VALUE', `actor.optimizer: ${(e as Error).message}`, { path: 'actor.optimizer' }, e)
+  }
+  if (cfg.threads > 0) setNumThreads(cfg.threads)
+  const state = deps.resumeFrom ? readTrainerState(deps.resumeFrom) : undefined
+  let group: Awaited<ReturnType<typeof initProcessGroup>> | undefined
+  if (worldSize > 1) {
+    const storePath = deps.rendezvous ?? cfg.rendezvous
+    if (!storePath)
+      throw fail('CFG_ERR_MISSING', 'actor.rendezvous (a fresh FileStore path) for world_size > 1')
+    log.info({ worldSize, storePath }, 'joining the process group')
+    group = await initProcessGroup({ rank, worldSize, storePath, timeoutMs: cfg.collective_timeout_ms })
+  }
+  const src = deps.resumeFrom ? { ...cfg.model, path: join(deps.resumeFrom, 'weights') } : cfg.model
+  const model = await openModel(src, group)
+  const worker = new RankWorker(model, cfg, log, state?.optimizerSteps ?? 0)
+  const actor = new Actor({
+    id: deps.id,
+    role: 'trainer',
+    log: deps.log,
+    controller: deps.controller,
+    bus: deps.bus,
+    meta: { rank, worldSize },
+  })
+  let head: TrainerHead | undefined
+  if (rank === 0) {
+    const peers =
+      deps.peers ?? Array.from({ length: worldSize - 1 }, (_, i) => deps.id.replace(/\d+$/, String(i + 1)))
+    head = new TrainerHead(actor, worker, cfg, peers, state?.step ?? 0)
+    const h = head
+    actor.handle({
+      'trainer:step': (b) => h.step(b),
+      'trainer:publish': (b) => h.publish(b),
+      'trainer:checkpoint': (b) => h.checkpoint(b),
+    })
+  } else {
+    actor.handle({
+      'trainer:shard': async (b) => {
+        const { step, minibatches, ...arrays } = b
+        const r = await worker.train({ ...arrays, minibatches }, step)
+        return { step, samples: r.local.samples, tokens: r.local.tokens, ms: r.ms, stats: r.local }
+      },
+      'trainer:save': async (b) => {
+        const t0 = Date.now()
+        const files = await worker.save(b.dir, b.purpose === 'publish' ? cfg.publish_dtype : 'float32')
+        return { files, ms: Date.now() - t0 }
+      },
+    })
+  }
+  try {
+    await actor.start()
+  } catch (e) {
+    model.dispose()
+    throw e
+  }
+  log.info(
+    { addr: actor.addr, params: model.numParams, resumed: !!state, step: state?.step ?? 0 },
+    'trainer ready',
+  )
+  let closing: Promise<void> | undefined
+  return {
+    actor,
+    worker,
+    head,
+    rank,
+    worldSize,
+    close(reason = 'stopped') {
+      closing ??= (async () => {
+        await actor.stop(reason, 1000)
+        await worker.exclusive(async () => model.dispose())
+      })()
+      return closing
+    },
+  }
+}

@@ -1,0 +1,179 @@
+/**
+ * Rank 0's part: the controller-facing trainer messages.
+ *
+ *   trainer:step   proxy:fetch each group's trajectories (by reference) ─▶ assemble ─▶ advantages
+ *                  ─▶ split by tokens ─▶ trainer:shard to ranks > 0 ∥ own shard ─▶ merged stats
+ *   trainer:publish     trainer:save (publish) to ranks > 0 ∥ own save: HF safetensors + config.json
+ *   trainer:checkpoint  the same into <dir>/weights (float32), then <dir>/trainer.json (written last:
+ *                       a checkpoint with trainer.json is complete)
+ */
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import type { StepStats } from '../../native/index.ts'
+import type { Actor } from '../../runtime/actor.ts'
+import { type CodedError, fail } from '../../runtime/errors.ts'
+import type { AskReq, AskRes } from '../../runtime/messages.ts'
+import { computeAdvantages, shapeReward } from './advantages.ts'
+import { assemble, split } from './batch.ts'
+import type { TrainerConfig } from './config.ts'
+import type { RankWorker, ShardResult } from './rank.ts'
+
+/** What trainer.json holds (the TS side of a checkpoint; the weights sit beside it). */
+export interface TrainerState {
+  /** train steps done (the controller's step number at the checkpoint) */
+  step: number
+  /** optimizer steps taken (drives the LR schedule) */
+  optimizerSteps: number
+  worldSize: number
+  /** false: AdamW moments are not in the checkpoint (native/ has no export of them yet) */
+  optimizerState: boolean
+  savedAt: string
+}
+
+export function readTrainerState(dir: string): TrainerState {
+  const f = join(dir, 'trainer.json')
+  if (!existsSync(f))
+    throw fail('TRN_ERR_CHECKPOINT', `${dir} has no trainer.json (incomplete checkpoint)`, { dir })
+  try {
+    return JSON.parse(readFileSync(f, 'utf8')) as TrainerState
+  } catch (e) {
+    throw fail('TRN_ERR_CHECKPOINT', `${f}: ${(e as Error).message}`, { file: f }, e)
+  }
+}
+
+export class TrainerHead {
+  /** train steps done */
+  stepsDone: number
+
+  constructor(
+    private readonly actor: Actor,
+    private readonly worker: RankWorker,
+    private readonly cfg: TrainerConfig,
+    /** actor ids of ranks 1..W-1 */
+    private readonly peers: string[],
+    stepsDone = 0,
+  ) {
+    this.stepsDone = stepsDone
+  }
+
+  async step(req: AskReq<'trainer:step'>): Promise<AskRes<'trainer:step'>> {
+    const t0 = Date.now()
+    const timeoutMs = this.cfg.fetch_timeout_ms
+    const packs = await Promise.all(
+      req.groups.map((g) => this.actor.ask(g.traj.proxy, 'proxy:fetch', { ref: g.traj.ref }, { timeoutMs })),
+    )
+    const tFetch = Date.now()
+    const b = assemble(packs, this.worker.model.config.vocab_size)
+    const adv = computeAdvantages(
+      { offsets: b.offsets, lossMask: b.lossMask, rewards: b.rewards, groups: b.groups },
+      { ...this.cfg.reward, ...this.cfg.adv },
+    )
+    const shards = split(b, adv.advantages, this.peers.length + 1, this.cfg.ppo.minibatches)
+    const remote = this.peers.map((peer, i) =>
+      this.actor
+        .ask(peer, 'trainer:shard', { step: req.step, ...shards[i + 1]! }, { timeoutMs })
+        .catch((e: CodedError) => {
+          throw fail('TRN_ERR_RANK', `${peer}: ${e.code}: ${e.message}`, { rank: i + 1 }, e)
+        }),
+    )
+    const [own, ...others] = await Promise.all([this.worker.train(shards[0]!, req.step), ...remote])
+    this.stepsDone = req.step
+    const local = [own!.local, ...others.map((o) => o.stats)] as Record<string, number>[]
+    const sum = (k: string) => local.reduce((a, l) => a + (l[k] ?? 0), 0)
+    const lossTokens = sum('lossTokens')
+    const rewards = Array.from(b.rewards)
+    let vMin = Number.POSITIVE_INFINITY
+    let vMax = Number.NEGATIVE_INFINITY
+    let stale = 0
+    for (let t = 0; t < b.versions.length; t++) {
+      if (!b.lossMask[t]) continue
+      vMin = Math.min(vMin, b.versions[t]!)
+      vMax = Math.max(vMax, b.versions[t]!)
+      stale += req.version - b.versions[t]!
+    }
+    const stats: Record<string, number> = {
+      ...merge((own as ShardResult).steps),
+      samples: rewards.length,
+      tokens: b.inputIds.length,
+      loss_tokens: lossTokens,
+      reward_mean: mean(rewards),
+      reward_shaped_mean: mean(rewards.map((r) => shapeReward(r, this.cfg.reward))),
+      adv_raw_mean: adv.rawMean,
+      adv_raw_std: adv.rawStd,
+      behave_minus_prox: sum('behaveMinusProx') / lossTokens,
+      abs_behave_minus_prox: sum('absBehaveMinusProx') / lossTokens,
+      version_min: vMin,
+      version_max: vMax,
+      staleness_mean: stale / lossTokens,
+      optimizer_steps: this.worker.optimizerSteps,
+      ranks: this.peers.length + 1,
+      fetch_ms: tFetch - t0,
+      train_ms: Date.now() - tFetch,
+    }
+    this.actor.log.info(
+      {
+        step: req.step,
+        loss: stats.loss,
+        gradNorm: stats.grad_norm,
+        samples: stats.samples,
+        ms: Date.now() - t0,
+      },
+      'train step',
+    )
+    return { step: req.step, stats, ms: Date.now() - t0 }
+  }
+
+  async publish(req: AskReq<'trainer:publish'>): Promise<AskRes<'trainer:publish'>> {
+    const t0 = Date.now()
+    await this.saveAll(req.dir, 'publish', this.stepsDone)
+    this.actor.log.info({ version: req.version, dir: req.dir, ms: Date.now() - t0 }, 'weights published')
+    return { dir: req.dir, ms: Date.now() - t0 }
+  }
+
+  async checkpoint(req: AskReq<'trainer:checkpoint'>): Promise<AskRes<'trainer:checkpoint'>> {
+    const t0 = Date.now()
+    await this.saveAll(join(req.dir, 'weights'), 'checkpoint', req.step)
+    const state: TrainerState = {
+      step: req.step,
+      optimizerSteps: this.worker.optimizerSteps,
+      worldSize: this.peers.length + 1,
+      optimizerState: false,
+      savedAt: new Date().toISOString(),
+    }
+    writeFileSync(join(req.dir, 'trainer.json'), `${JSON.stringify(state, null, 2)}\n`)
+    this.actor.log.info({ step: req.step, dir: req.dir, ms: Date.now() - t0 }, 'checkpoint saved')
+    return { dir: req.dir, ms: Date.now() - t0 }
+  }
+
+  private async saveAll(dir: string, purpose: 'publish' | 'checkpoint', step: number): Promise<void> {
+    const dtype = purpose === 'publish' ? this.cfg.publish_dtype : 'float32'
+    const timeoutMs = this.cfg.collective_timeout_ms
+    const remote = this.peers.map((peer, i) =>
+      this.actor.ask(peer, 'trainer:save', { dir, purpose, step }, { timeoutMs }).catch((e: CodedError) => {
+        throw fail('TRN_ERR_RANK', `${peer}: ${e.code}: ${e.message}`, { rank: i + 1 }, e)
+      }),
+    )
+    await Promise.all([this.worker.save(dir, dtype), ...remote])
+  }
+}
+
+const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0)
+
+/** Minibatch step stats → one record: means, except the last lr, the max ratio and the skipped count. */
+function merge(steps: StepStats[]): Record<string, number> {
+  const avg = (f: (s: StepStats) => number) => mean(steps.map(f))
+  return {
+    loss: avg((s) => s.loss),
+    clip_fraction: avg((s) => s.clipFraction),
+    dual_clip_fraction: avg((s) => s.dualClipFraction),
+    behav_capped_fraction: avg((s) => s.behavCappedFraction),
+    ratio_mean: avg((s) => s.ratioMean),
+    ratio_max: Math.max(...steps.map((s) => s.ratioMax)),
+    approx_kl: avg((s) => s.approxKl),
+    entropy: avg((s) => s.entropy),
+    grad_norm: avg((s) => s.gradNorm),
+    lr: steps.at(-1)?.lr ?? 0,
+    skipped: steps.filter((s) => s.skipped).length,
+    minibatches: steps.length,
+  }
+}
