@@ -138,6 +138,31 @@ describe('a float64 model taking optimizer steps', () => {
     }
   })
 
+  it('should give the same gradients whether the logits are split in chunks or not', async () => {
+    // the real vocabulary: 2^22 / 151936 = 27 logits rows per chunk, so 3 sequences of 20 tokens in one
+    // micro-batch cross chunk boundaries, while one sequence per micro-batch fits in one chunk
+    const big = await createModel({ config: debugConfig(), seed: 3, dtype: 'float64' })
+    const V = 151936
+    const parts = [microBatch([20], V, 31), microBatch([20], V, 32), microBatch([20], V, 33)]
+    const joined = merge(merge(parts[0]!, parts[1]!), parts[2]!)
+    const a = await big.gradients(parts, loss)
+    const b = await big.gradients([joined], loss)
+    expect(a.stats.loss).to.be.closeTo(b.stats.loss, 1e-12)
+    for (const name of Object.keys(a.grads)) {
+      const x = a.grads[name]!
+      const y = b.grads[name]!
+      let worst = 0
+      let scale = 0
+      for (let i = 0; i < x.length; i++) {
+        worst = Math.max(worst, Math.abs(x[i]! - y[i]!))
+        scale = Math.max(scale, Math.abs(y[i]!))
+      }
+      expect(scale, `${name} gradient is zero`).to.be.greaterThan(0)
+      expect(worst, name).to.be.at.most(1e-12 * Math.max(1, scale))
+    }
+    big.dispose()
+  })
+
   it('should skip the update and keep the weights when the gradient is not finite', async () => {
     const before = await model.parameters()
     const mb = microBatch([6], 96, 5)
