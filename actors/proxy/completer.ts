@@ -14,7 +14,7 @@ import type { ProxyConfig } from './config.ts'
 import type { EnginePool } from './engines/pool.ts'
 import type { FinishReason, Sampling } from './engines/types.ts'
 import type { ChatRequest, CompletionRequest } from './openai.ts'
-import type { CompletionRecord, Session } from './session.ts'
+import { CompletionRecord, type Session, TokenChain } from './session.ts'
 import { type ParsedOutput, type ParsedToolCall, parseOutput, StreamingParser } from './tool-parser.ts'
 
 export interface ChatResult {
@@ -48,6 +48,16 @@ export interface StreamDelta {
   content: string
 }
 
+/** A prompt placed in a token chain (see chatPrompt). */
+interface Prompt {
+  chain: TokenChain
+  promptLen: number
+  parent: CompletionRecord | null
+  follows: string | null
+  /** take the prompt back off the chain (the generation failed) */
+  undo: () => void
+}
+
 export class Completer {
   /** completions in flight (bounded by proxy.max_inflight) */
   inflight = 0
@@ -76,7 +86,8 @@ export class Completer {
     }
     const ctxKey = JSON.stringify([ctx.tools ?? null, ctx.kwargs ?? null])
     const msgKeys = messages.map(messageKey)
-    const { prompt, parent, follows } = this.chatPrompt(s, messages, msgKeys, ctx, ctxKey)
+    const p = this.chatPrompt(s, messages, msgKeys, ctx, ctxKey)
+    const prompt = p.chain.view(0, p.promptLen)
     const toolsOn = this.config.tool_parser !== 'none' && !!ctx.tools && req.tool_choice !== 'none'
     const reasoningOn = this.config.reasoning_parser !== 'none'
     const promptTail = this.tokenizer.decode(prompt.subarray(Math.max(0, prompt.length - 4)))
@@ -89,22 +100,16 @@ export class Completer {
     }
     const stream = o.onDelta ? new StreamingParser(parseOpts) : null
     const out: number[] = []
-    const gen = await this.generate(
-      s,
-      id,
-      prompt,
-      this.sampling(req, prompt.length, req.max_completion_tokens),
-      {
-        signal: o.signal,
-        onTokens: stream
-          ? (ids) => {
-              for (const x of ids) out.push(x)
-              const d = stream.update(this.tokenizer.decode(stripEos(out, this.tokenizer), false))
-              if (d.reasoning || d.content) o.onDelta!(d)
-            }
-          : undefined,
-      },
-    )
+    const gen = await this.generate(s, id, p, this.sampling(req, prompt.length, req.max_completion_tokens), {
+      signal: o.signal,
+      onTokens: stream
+        ? (ids) => {
+            for (const x of ids) out.push(x)
+            const d = stream.update(this.tokenizer.decode(stripEos(out, this.tokenizer), false))
+            if (d.reasoning || d.content) o.onDelta!(d)
+          }
+        : undefined,
+    })
     const text = this.tokenizer.decode(stripEos(gen.outputIds, this.tokenizer))
     let parsed: ParsedOutput
     if (stream) {
@@ -121,9 +126,7 @@ export class Completer {
     const content = parsed.content === '' && parsed.toolCalls.length > 0 ? null : parsed.content
     this.record(s, {
       id,
-      parent,
-      follows,
-      prompt,
+      prompt: p,
       gen,
       chat: {
         msgKeys,
@@ -167,11 +170,13 @@ export class Completer {
       if (x >= this.tokenizer.vocabSize)
         throw fail('PRX_ERR_BAD_REQUEST', `prompt token id ${x} is outside the vocabulary`)
     }
-    const prompt = Int32Array.from(ids)
-    this.checkPromptLength(prompt.length)
+    this.checkPromptLength(ids.length)
+    const chain = TokenChain.of(ids)
+    const p: Prompt = { chain, promptLen: chain.len, parent: null, follows: null, undo: () => {} }
+    const prompt = chain.view(0, chain.len)
     const id = `cmpl-${randomBytes(12).toString('hex')}`
-    const gen = await this.generate(s, id, prompt, this.sampling(req, prompt.length), o)
-    this.record(s, { id, parent: null, follows: null, prompt, gen })
+    const gen = await this.generate(s, id, p, this.sampling(req, prompt.length), o)
+    this.record(s, { id, prompt: p, gen })
     return {
       id,
       created: Math.floor(Date.now() / 1000),
@@ -197,13 +202,18 @@ export class Completer {
     }
   }
 
+  /**
+   * The prompt of a chat request and the chain it lives in: the parent's chain extended in place when the
+   * parent is its idle tip, a copy when another completion already grows from it, a new chain after a
+   * full render. `undo` takes the prompt back off a shared chain if the generation fails.
+   */
   private chatPrompt(
     s: Session,
     messages: ChatMessage[],
     msgKeys: string[],
     ctx: TemplateContext,
     ctxKey: string,
-  ): { prompt: Int32Array; parent: CompletionRecord | null; follows: string | null } {
+  ): Prompt {
     const prev = this.config.incremental ? s.findParent(msgKeys, ctxKey) : undefined
     if (prev?.chat) {
       const d = this.builder.delta(messages.slice(prev.chat.msgKeys.length + 1), ctx, {
@@ -211,20 +221,28 @@ export class Completer {
         outputEndsWithEos: prev.chat.endsWithEos,
       })
       if (d.kind === 'extend') {
-        const n = prev.promptIds.length + prev.outputIds.length + d.ids.length
-        this.checkPromptLength(n)
-        const prompt = new Int32Array(n)
-        prompt.set(prev.promptIds)
-        prompt.set(prev.outputIds, prev.promptIds.length)
-        prompt.set(d.ids, prev.promptIds.length + prev.outputIds.length)
-        return { prompt, parent: prev, follows: prev.id }
+        const end = prev.promptLen + prev.outputLen
+        this.checkPromptLength(end + d.ids.length)
+        if (prev.chain.len === end && !prev.chain.busy) {
+          const chain = prev.chain
+          chain.append(d.ids)
+          return {
+            chain,
+            promptLen: chain.len,
+            parent: prev,
+            follows: prev.id,
+            undo: () => (chain.len = end),
+          }
+        }
+        const chain = TokenChain.of(prev.chain.view(0, end), d.ids)
+        return { chain, promptLen: chain.len, parent: prev, follows: prev.id, undo: () => {} }
       }
       this.counters.historyRewrites++
       this.log.debug({ session: s.id, reason: d.reason }, 'template rewrites history: new sample')
     }
-    const prompt = Int32Array.from(this.builder.full(messages, ctx))
-    this.checkPromptLength(prompt.length)
-    return { prompt, parent: null, follows: prev?.id ?? null }
+    const chain = TokenChain.of(this.builder.full(messages, ctx))
+    this.checkPromptLength(chain.len)
+    return { chain, promptLen: chain.len, parent: null, follows: prev?.id ?? null, undo: () => {} }
   }
 
   private sampling(
@@ -255,20 +273,30 @@ export class Completer {
   private async generate(
     s: Session,
     rid: string,
-    prompt: Int32Array,
+    p: Prompt,
     sampling: Sampling,
     o: { signal?: AbortSignal; onTokens?: (ids: Int32Array, lps: Float32Array) => void },
   ) {
     if (this.inflight >= this.config.max_inflight) {
+      p.undo()
       throw fail('PRX_ERR_FULL', `${this.inflight} completions in flight (proxy.max_inflight)`)
     }
     this.inflight++
-    const p = this.pool.generate(s.id, prompt, sampling, { signal: o.signal, rid, onTokens: o.onTokens })
-    s.pending.add(p)
+    p.chain.busy = true
+    const run = this.pool.generate(s.id, p.chain.view(0, p.promptLen), sampling, {
+      signal: o.signal,
+      rid,
+      onTokens: o.onTokens,
+    })
+    s.pending.add(run)
     try {
-      return await p
+      return await run
+    } catch (err) {
+      p.undo()
+      throw err
     } finally {
-      s.pending.delete(p)
+      p.chain.busy = false
+      s.pending.delete(run)
       this.inflight--
     }
   }
@@ -277,27 +305,28 @@ export class Completer {
     s: Session,
     r: {
       id: string
-      parent: CompletionRecord | null
-      follows: string | null
-      prompt: Int32Array
+      prompt: Prompt
       gen: { outputIds: Int32Array; logprobs: Float32Array; versions: Int32Array; finishReason: FinishReason }
       chat?: CompletionRecord['chat']
     },
   ): void {
     this.counters.completions++
-    s.add({
-      id: r.id,
-      index: s.completions.length,
-      parent: r.parent,
-      follows: r.follows,
-      promptIds: r.prompt,
-      outputIds: r.gen.outputIds,
-      logprobs: r.gen.logprobs,
-      versions: r.gen.versions,
-      finishReason: r.gen.finishReason,
-      reward: null,
-      created: this.now(),
-      chat: r.chat,
-    })
+    r.prompt.chain.append(r.gen.outputIds)
+    s.add(
+      new CompletionRecord({
+        id: r.id,
+        index: s.completions.length,
+        parent: r.prompt.parent,
+        follows: r.prompt.follows,
+        chain: r.prompt.chain,
+        promptLen: r.prompt.promptLen,
+        outputLen: r.gen.outputIds.length,
+        logprobs: r.gen.logprobs,
+        versions: r.gen.versions,
+        finishReason: r.gen.finishReason,
+        created: this.now(),
+        chat: r.chat,
+      }),
+    )
   }
 }

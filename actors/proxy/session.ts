@@ -8,28 +8,104 @@ import { randomBytes } from 'node:crypto'
 import type { ReasoningShape } from '../tokenizer/incremental.ts'
 import type { FinishReason } from './engines/types.ts'
 
-export interface CompletionRecord {
+/**
+ * The tokens of one exact-prefix chain of completions in one growing buffer: each completion's prompt is
+ * the previous one's prompt + output + delta, so a chain of N turns is stored once (O(N)) rather than as N
+ * ever-longer prompts (O(N²)). Records hold (chain, lengths) and read views.
+ */
+export class TokenChain {
+  buf: Int32Array<ArrayBuffer>
+  len = 0
+  /** a completion is generating at the tip (another one extending the same tip must branch off) */
+  busy = false
+
+  constructor(capacity = 1024) {
+    this.buf = new Int32Array(capacity)
+  }
+
+  static of(...parts: ArrayLike<number>[]): TokenChain {
+    const n = parts.reduce((a, p) => a + p.length, 0)
+    const c = new TokenChain(Math.max(1024, n * 2))
+    for (const p of parts) c.append(p)
+    return c
+  }
+
+  append(ids: ArrayLike<number>): void {
+    if (this.len + ids.length > this.buf.length) {
+      const next = new Int32Array(Math.max(this.buf.length * 2, this.len + ids.length))
+      next.set(this.buf.subarray(0, this.len))
+      this.buf = next
+    }
+    this.buf.set(ids, this.len)
+    this.len += ids.length
+  }
+
+  view(from: number, to: number): Int32Array<ArrayBuffer> {
+    return this.buf.subarray(from, to)
+  }
+}
+
+export interface CompletionInit {
   id: string
-  /** position in the session, in creation order */
   index: number
-  /** the completion this prompt extends token for token; null = a new sample starts here */
   parent: CompletionRecord | null
-  /** the completion this conversation continued, even where the template rewrote history */
   follows: string | null
-  promptIds: Int32Array
-  outputIds: Int32Array
+  chain: TokenChain
+  promptLen: number
+  outputLen: number
   logprobs: Float32Array
   versions: Int32Array
   finishReason: FinishReason
-  reward: number | null
   created: number
+  chat?: CompletionRecord['chat']
+}
+
+export class CompletionRecord {
+  readonly id: string
+  /** position in the session, in creation order */
+  readonly index: number
+  /** the completion this prompt extends token for token; null = a new sample starts here */
+  readonly parent: CompletionRecord | null
+  /** the completion this conversation continued, even where the template rewrote history */
+  readonly follows: string | null
+  readonly logprobs: Float32Array
+  readonly versions: Int32Array
+  readonly finishReason: FinishReason
+  readonly created: number
+  reward: number | null = null
   /** chat only: normalized request messages and reply, for matching the next turn */
-  chat?: {
+  readonly chat?: {
     msgKeys: string[]
     replyKey: string
     ctxKey: string
     reasoning: ReasoningShape
     endsWithEos: boolean
+  }
+  readonly chain: TokenChain
+  readonly promptLen: number
+  readonly outputLen: number
+
+  constructor(r: CompletionInit) {
+    this.id = r.id
+    this.index = r.index
+    this.parent = r.parent
+    this.follows = r.follows
+    this.chain = r.chain
+    this.promptLen = r.promptLen
+    this.outputLen = r.outputLen
+    this.logprobs = r.logprobs
+    this.versions = r.versions
+    this.finishReason = r.finishReason
+    this.created = r.created
+    this.chat = r.chat
+  }
+
+  get promptIds(): Int32Array {
+    return this.chain.view(0, this.promptLen)
+  }
+
+  get outputIds(): Int32Array {
+    return this.chain.view(this.promptLen, this.promptLen + this.outputLen)
   }
 }
 
@@ -78,7 +154,7 @@ export class Session {
 
   tokens(): number {
     let n = 0
-    for (const c of this.completions) n += c.promptIds.length + c.outputIds.length
+    for (const c of this.completions) n += c.promptLen + c.outputLen
     return n
   }
 }

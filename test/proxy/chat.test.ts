@@ -176,6 +176,69 @@ describe('proxy chat completions (official openai client over HTTP, SGLang stand
     })
   })
 
+  describe('when the agent retries a turn (two branches from one completion)', () => {
+    it('should send the same prompt twice and export each branch as its own exact sample', async () => {
+      const { handle, client } = await h.open()
+      const messages: Msg[] = [{ role: 'user', content: 'first' }]
+      const r1 = await client.chat.completions.create({ model: 'policy', messages })
+      messages.push(r1.choices[0]!.message, { role: 'user', content: 'second' })
+      const a = await client.chat.completions.create({ model: 'policy', messages })
+      const b = await client.chat.completions.create({ model: 'policy', messages })
+      const [, qa, qb] = h.engines[0]!.core.requests
+      expect(qb!.inputIds).to.deep.equal(qa!.inputIds)
+      // the first branch grew the chain in place, the second branched off a copy
+      const [c1, ca, cb] = h.service.authenticate(handle.sessionId, handle.apiKey).completions
+      expect(ca!.chain).to.equal(c1!.chain)
+      expect(cb!.chain).to.not.equal(c1!.chain)
+      await h.service.endSession(handle.sessionId)
+      const p = h.service.fetchTrajectories(
+        (await h.service.exportTrajectories(handle.sessionId, { style: 'concat' })).ref,
+      )
+      expect(p.offsets.length - 1).to.equal(2)
+      for (const [k, r] of [a, b].entries()) {
+        const s = sampleAt(p, k)
+        expect(s.completionIds).to.deep.equal([r1.id, r.id])
+        expect(Array.from(s.inputIds.subarray(0, qa!.inputIds.length))).to.deep.equal(qa!.inputIds)
+        expect(s.lossMask.reduce((x, y) => x + y, 0)).to.equal(
+          r1.usage!.completion_tokens + r.usage!.completion_tokens,
+        )
+      }
+    })
+  })
+
+  describe('when a turn fails on the engine and the agent sends it again', () => {
+    it('should build the retried prompt as if the failure never happened', async () => {
+      const { handle, client } = await h.open()
+      const messages: Msg[] = [{ role: 'user', content: 'first' }]
+      const r1 = await client.chat.completions.create({ model: 'policy', messages })
+      messages.push(r1.choices[0]!.message, { role: 'user', content: 'second' })
+      const core = h.engines[0]!.core
+      core.holdAfter = 1
+      const held = new Promise((r) => core.once('held', r))
+      const ac = new AbortController()
+      const failed = client.chat.completions
+        .create({ model: 'policy', messages }, { signal: ac.signal })
+        .catch((e) => e)
+      await held
+      // the proxy tells the engine to abort once it has dropped the request
+      const dropped = new Promise((r) => core.once('abort_request', r))
+      ac.abort()
+      await failed
+      await dropped
+      core.holdAfter = null
+      await client.chat.completions.create({ model: 'policy', messages })
+      const reqs = core.requests
+      const [q1, qFailed, qRetry] = reqs
+      expect(qRetry!.inputIds).to.deep.equal(qFailed!.inputIds)
+      expect(qRetry!.inputIds.slice(0, q1!.inputIds.length)).to.deep.equal(q1!.inputIds)
+      expect(h.service.stats().completions).to.equal(2)
+      // the failed attempt left nothing behind: the retry grew the first turn's token chain in place
+      const [c1, c2] = h.service.authenticate(handle.sessionId, handle.apiKey).completions
+      expect(c2!.chain).to.equal(c1!.chain)
+      expect(c2!.parent).to.equal(c1)
+    })
+  })
+
   describe('when a conversation runs 20 turns', () => {
     it('should send prompts that are exact token prefixes of the next turn', async () => {
       const { client } = await h.open()
