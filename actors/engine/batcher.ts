@@ -2,12 +2,15 @@
  * Continuous batching over the native model: the embedded engine's scheduler, free of the bus.
  *
  *   submit ──▶ queue (arrival order) ──▶ loop: take ≤ max_batch requests with the head's sampling
- *              ▲                              params, run Model.generate for ≤ chunk_tokens new tokens
+ *              ▲                              params, run Model.generate (a chunk)
  *              └── unfinished requests stay queued (resumed with their partial output next chunk) ◀──┘
  *
- * - Requests join and leave the batch between chunks. Sampling randomness is a function of (seed,
- *   position) in the native sampler, so chunking (and being batched with others) does not change what a
- *   request generates.
+ * - Requests join and leave the batch between chunks; a chunk makes at most chunk_tokens tokens per
+ *   request (a native generate call returns when all its requests are done, so the chunk length bounds
+ *   how long a finished request waits for its neighbours). Resuming costs a prefill of prompt + partial
+ *   output (the native KV cache does not outlive a generate call): chunk_tokens trades join latency
+ *   against that. Sampling randomness is a function of (seed, position) in the native sampler, so
+ *   chunking (and being batched with others) does not change what a request generates.
  * - Every output token carries the version of the weights that produced it (weights change only between
  *   chunks: `updateWeights` takes the model lock the loop holds while a chunk runs).
  * - `pause()` aborts the running chunk (native AbortSignal) and answers every in-flight request with
@@ -65,6 +68,8 @@ export class Batcher {
   private readonly queue: Slot[] = []
   private running: Slot[] = []
   private chunk: AbortController | undefined
+  /** decode steps of the running chunk so far */
+  private steps = 0
   private idle: Promise<void> = Promise.resolve()
   private paused = false
   private closed = false
@@ -145,9 +150,17 @@ export class Batcher {
     return n
   }
 
-  /** Load new weights between chunks; tokens generated afterwards carry `version`. */
+  /** Decode steps the running chunk has made so far (0 when idle). */
+  get runningSteps(): number {
+    return this.chunk ? this.steps : 0
+  }
+
+  /**
+   * Load new weights between chunks: the running chunk is cut (its requests continue afterwards, with
+   * the new weights); tokens generated afterwards carry `version`.
+   */
   updateWeights(path: string, version: number): Promise<{ version: number; loadMs: number }> {
-    return this.exclusive(async () => {
+    const done = this.exclusive(async () => {
       const t0 = Date.now()
       const next = await this.opts.load(path)
       const old = this.model
@@ -159,6 +172,8 @@ export class Batcher {
       this.opts.log.info({ path, version, loadMs }, 'weights loaded')
       return { version, loadMs }
     })
+    this.chunk?.abort()
+    return done
   }
 
   info(): AskRes<'engine:info'> {
@@ -237,6 +252,7 @@ export class Batcher {
     })
     this.chunk = ac
     this.running = batch
+    this.steps = 0
     const t0 = Date.now()
     try {
       const out = await this.exclusive(async () => {
@@ -260,7 +276,12 @@ export class Batcher {
             stopIds: p.stopTokenIds,
             kvCache: this.opts.kvCache,
           },
-          { signal: ac.signal },
+          {
+            signal: ac.signal,
+            onProgress: (n) => {
+              if (this.chunk === ac) this.steps = n
+            },
+          },
         )
         return { gens, version }
       })
@@ -291,7 +312,8 @@ export class Batcher {
       if (s.cancelled) this.answer(s, 'abort')
       else if (g.finish === 'stop') this.answer(s, 'stop')
       else if (s.tokens.length >= s.budget) this.answer(s, 'length')
-      // else: 'length' at the chunk's end, or 'abort' (pause answers it; a cancelled neighbour does not)
+      // else: 'length' at the chunk's end, or 'abort' (a weight update or a cancelled neighbour cut the
+      // chunk: it continues in the next one; or a pause: pause() answers it)
     })
   }
 

@@ -8,7 +8,7 @@ import { modelSourceSchema } from '../trainer/model-source.ts'
 export const engineSchema = c.obj({
   model: modelSourceSchema,
   max_batch: c.int(8, { min: 1, doc: 'requests decoded together in one chunk' }),
-  chunk_tokens: c.int(32, {
+  chunk_tokens: c.int(64, {
     min: 1,
     doc: 'new tokens per request per chunk; requests join and leave the batch between chunks',
   }),

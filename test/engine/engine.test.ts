@@ -1,13 +1,18 @@
+import { spawn } from 'node:child_process'
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { expect } from 'chai'
 import { type EngineHandle, engineSchema, startEngine } from '../../actors/engine/actor.ts'
 import { createModel, type Model, readHfConfig } from '../../native/index.ts'
 import { Actor } from '../../runtime/actor.ts'
 import { loadConfig } from '../../runtime/config.ts'
+import { Directory } from '../../runtime/directory.ts'
 import { silentLogger } from '../../runtime/log.ts'
 import type { AskRes, SamplingShape } from '../../runtime/messages.ts'
 import { SMALL_VOCAB, tempDir, tinyModelDir, until } from './helpers.ts'
 
 const log = silentLogger()
+const MAIN = new URL('../../actors/engine/main.ts', import.meta.url).pathname
 type Gen = AskRes<'engine:generate'>
 
 function sampling(maxNewTokens: number, o: Partial<SamplingShape> = {}): SamplingShape {
@@ -79,6 +84,24 @@ describe('embedded engine actor', () => {
       expect(engine.batcher.chunks).to.equal(3)
     })
 
+    it('should let a request arriving mid-generation join the running batch', async () => {
+      const [a, b] = await Promise.all([client(0), client(1)])
+      const order: string[] = []
+      const long = gen(a, 'long', ids(7, 8), sampling(300)).then((g) => {
+        order.push('long')
+        return g
+      })
+      await until(() => engine.batcher.generatedTokens >= 8, 'the long request under way')
+      const short = await gen(b, 'short', ids(9, 10, 11), sampling(10))
+      order.push('short')
+      const l = await long
+      // the short one was answered while the long one kept generating: they shared chunks
+      expect(order).to.deep.equal(['short', 'long'])
+      expect(engine.batcher.chunks).to.be.at.least(2)
+      expect(arr(short.outputIds)).to.deep.equal(await alone(ids(9, 10, 11), sampling(10)))
+      expect(arr(l.outputIds)).to.deep.equal(await alone(ids(7, 8), sampling(300)))
+    })
+
     it('should give seeded samples that do not depend on batching or chunking', async () => {
       const cs = await Promise.all([0, 1, 2].map(client))
       const s = (seed: number) => sampling(9, { temperature: 1, seed })
@@ -139,13 +162,13 @@ describe('embedded engine actor', () => {
       const c = await client(0)
       const s = sampling(400, { temperature: 1, seed: 11 })
       const first = gen(c, 'p', ids(2, 3, 4), s)
-      await until(() => engine.batcher.generatedTokens >= 32, 'first chunk')
+      await until(() => engine.batcher.runningSteps >= 16, 'first tokens')
       const paused = await c.ask(engine.addr, 'engine:pause', {})
       const part = await first
       expect(paused.aborted).to.equal(1)
       expect(part.finishReason).to.equal('abort')
       const n = part.outputIds.length
-      expect(n).to.be.within(32, 399)
+      expect(n).to.be.within(16, 399)
       expect(arr(part.versions)).to.deep.equal(new Array(n).fill(0))
 
       // held while paused: queued, not answered
@@ -193,7 +216,7 @@ describe('embedded engine actor', () => {
     it('should label each token of a request that spans an update with the version that produced it', async () => {
       const c = await client(0)
       const g = gen(c, 'span', ids(5, 6), sampling(300))
-      await until(() => engine.batcher.generatedTokens >= 16, 'first chunk')
+      await until(() => engine.batcher.runningSteps >= 16, 'first tokens')
       await c.ask(engine.addr, 'engine:update_weights', { path: other.path, version: 1 })
       const out: Gen = await g
       const v = arr(out.versions)
@@ -212,6 +235,47 @@ describe('embedded engine actor', () => {
       const g = await gen(c, 'x', ids(1, 2, 3), sampling(6))
       expect(arr(g.versions)).to.deep.equal(new Array(6).fill(0))
       expect(arr(g.outputIds)).to.deep.equal(await alone(ids(1, 2, 3), sampling(6)))
+    })
+  })
+
+  describe('when started as a process the way the supervisor starts it', () => {
+    it('should register with the controller, serve generate, and exit 0 on SIGTERM', async function () {
+      this.timeout(60_000)
+      const ctl = await new Actor({ id: 'controller', role: 'controller', log }).start()
+      const dir = new Directory(ctl)
+      dir.start()
+      const cfgFile = join(tmp.path, 'run.json')
+      writeFileSync(
+        cfgFile,
+        JSON.stringify({ engine: { model: { path: modelDir, seed: 7 }, chunk_tokens: 4 } }),
+      )
+      const up = new Promise<void>((r) => dir.on('up', (e) => e.id === 'engine/9' && r()))
+      const child = spawn(process.execPath, ['--import', 'tsx', MAIN], {
+        env: {
+          ...process.env,
+          AREAL_CONFIG: cfgFile,
+          AREAL_CONTROLLER: ctl.addr,
+          AREAL_ACTOR_ID: 'engine/9',
+          LOG_LEVEL: 'warn',
+        },
+        stdio: 'ignore',
+      })
+      const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)))
+      try {
+        await Promise.race([up, exited.then((c) => Promise.reject(new Error(`engine exited ${c}`)))])
+        const g = await ctl.ask('engine/9', 'engine:generate', {
+          rid: 'p',
+          inputIds: ids(1, 2, 3),
+          sampling: sampling(6),
+        })
+        expect(arr(g.outputIds)).to.deep.equal(await alone(ids(1, 2, 3), sampling(6)))
+        child.kill('SIGTERM')
+        expect(await exited).to.equal(0)
+      } finally {
+        if (child.exitCode === null) child.kill('SIGKILL')
+        dir.stop()
+        await ctl.stop('test done', 100)
+      }
     })
   })
 })
