@@ -3,6 +3,7 @@
  *
  *   trainer:step   proxy:fetch each group's trajectories (by reference) ─▶ assemble ─▶ advantages
  *                  ─▶ split by tokens ─▶ trainer:shard to ranks > 0 ∥ own shard ─▶ merged stats
+ *                  (fetched data is held until its step succeeds: a failed step can be retried)
  *   trainer:publish     trainer:save (publish) to ranks > 0 ∥ own save: HF safetensors + config.json
  *   trainer:checkpoint  the same into <dir>/weights (float32), then <dir>/trainer.json (written last:
  *                       a checkpoint with trainer.json is complete)
@@ -12,7 +13,7 @@ import { join } from 'node:path'
 import type { StepStats } from '../../native/index.ts'
 import type { Actor } from '../../runtime/actor.ts'
 import { type CodedError, fail } from '../../runtime/errors.ts'
-import type { AskReq, AskRes } from '../../runtime/messages.ts'
+import type { AskReq, AskRes, PackedTrajectoriesMsg } from '../../runtime/messages.ts'
 import { computeAdvantages, shapeReward } from './advantages.ts'
 import { assemble, split } from './batch.ts'
 import type { TrainerConfig } from './config.ts'
@@ -41,9 +42,14 @@ export function readTrainerState(dir: string): TrainerState {
   }
 }
 
+/** fetched trajectories kept for a retry of a failed step (the proxy frees them once fetched) */
+const KEEP = 256
+
 export class TrainerHead {
   /** train steps done */
   stepsDone: number
+  /** fetched packs of steps that have not succeeded yet, by reference (oldest first) */
+  private readonly kept = new Map<string, PackedTrajectoriesMsg>()
 
   constructor(
     private readonly actor: Actor,
@@ -60,7 +66,13 @@ export class TrainerHead {
     const t0 = Date.now()
     const timeoutMs = this.cfg.fetch_timeout_ms
     const packs = await Promise.all(
-      req.groups.map((g) => this.actor.ask(g.traj.proxy, 'proxy:fetch', { ref: g.traj.ref }, { timeoutMs })),
+      req.groups.map(async (g) => {
+        const kept = this.kept.get(g.traj.ref)
+        if (kept) return kept
+        const p = await this.actor.ask(g.traj.proxy, 'proxy:fetch', { ref: g.traj.ref }, { timeoutMs })
+        this.keep(g.traj.ref, p)
+        return p
+      }),
     )
     const tFetch = Date.now()
     const b = assemble(packs, this.worker.model.config.vocab_size)
@@ -78,6 +90,7 @@ export class TrainerHead {
     )
     const [own, ...others] = await Promise.all([this.worker.train(shards[0]!, req.step), ...remote])
     this.stepsDone = req.step
+    for (const g of req.groups) this.kept.delete(g.traj.ref)
     const local = [own!.local, ...others.map((o) => o.stats)] as Record<string, number>[]
     const sum = (k: string) => local.reduce((a, l) => a + (l[k] ?? 0), 0)
     const lossTokens = sum('lossTokens')
@@ -121,6 +134,16 @@ export class TrainerHead {
       'train step',
     )
     return { step: req.step, stats, ms: Date.now() - t0 }
+  }
+
+  /** Hold a fetched pack until its step succeeds (a failed step can be retried with the same refs). */
+  private keep(ref: string, p: PackedTrajectoriesMsg): void {
+    this.kept.set(ref, p)
+    for (const old of this.kept.keys()) {
+      if (this.kept.size <= KEEP) break
+      this.kept.delete(old)
+      this.actor.log.warn({ ref: old }, 'dropped trajectories of a failed step (retry window full)')
+    }
   }
 
   async publish(req: AskReq<'trainer:publish'>): Promise<AskRes<'trainer:publish'>> {

@@ -186,6 +186,27 @@ describe('trainer actor', () => {
     })
   })
 
+  describe('when a step gets unusable data', () => {
+    it('should fail with TRN_ERR_BATCH and keep the fetched data of the other groups for a retry', async () => {
+      const srv = await startPackServer('proxy/hand', log, ctl.addr)
+      closers.push(() => srv.actor.stop('test done', 100))
+      await trainer('trainer/0')
+      const good = { groupId: 'a', traj: srv.add(packOf('ok', [9, 12], [1, 0])) }
+      const broken = packOf('bad', [6], [1])
+      broken.rewards[0] = Number.NaN
+      const bad = { groupId: 'b', traj: srv.add(broken) }
+      const err = await ctl
+        .ask('trainer/0', 'trainer:step', { step: 1, version: 0, groups: [good, bad] })
+        .catch((e) => e)
+      expect(err.code).to.equal('TRN_ERR_BATCH')
+      expect(err.message).to.match(/reward NaN is not finite/)
+      // the retry without the broken group trains on the kept data: no second fetch
+      const res = await ctl.ask('trainer/0', 'trainer:step', { step: 1, version: 0, groups: [good] })
+      expect(res.stats.samples).to.equal(2)
+      expect(srv.fetched.filter((r) => r === 'ok')).to.have.length(1)
+    })
+  })
+
   describe('when restarted from a checkpoint', () => {
     // betas (0, 0) make AdamW stateless (m = g, v = g²), so the restart is exact even though the AdamW
     // moments are not in the checkpoint (see trainer.json optimizerState); the linear warm-up + decay
