@@ -14,6 +14,7 @@ import { type ConfigOf, c } from '../runtime/config.ts'
 import { engineSchema } from './engine/config.ts'
 import { defaults as proxyDefaults, validate as validateProxy } from './proxy/config.ts'
 import { defaults as tau2Defaults, validate as validateTau2 } from './rollout/tau2/config.ts'
+import { trainerSchema } from './trainer/config.ts'
 
 export const runSchema = c.obj({
   experiment_name: c.str('run', { doc: 'run directory: <fileroot>/<experiment_name>/<trial_name>' }),
@@ -65,6 +66,7 @@ export const runSchema = c.obj({
   econfig: c.custom(tau2Defaults, (raw) => validateTau2(raw)),
   proxy: c.custom(proxyDefaults, (raw, path) => validateProxy(raw, path)),
   engine: engineSchema,
+  actor: trainerSchema,
 })
 
 export type RunConfig = ConfigOf<typeof runSchema>

@@ -41,6 +41,8 @@ async function start(): Promise<Started> {
       return (await import('./proxy/main.ts')).startProxy(cfg, ctx)
     case 'engine':
       return (await import('./engine/main.ts')).startEngine(cfg, ctx)
+    case 'trainer':
+      return (await import('./trainer/main.ts')).startTrainer(cfg, ctx)
     default:
       throw fail(
         'CFG_ERR_VALUE',

@@ -136,6 +136,7 @@ async function main(): Promise<number> {
     trainer: { restart: 'temporary', intensity: 0, periodMs: 60000 },
   })
   let loop: TrainingLoop | undefined
+  let job: Job | undefined
   let failure: Error | undefined
   const failWith = (e: Error) => {
     failure ??= e
@@ -155,7 +156,7 @@ async function main(): Promise<number> {
     process.stderr.write('\nlaunch: stopping after the current step (Ctrl-C again to stop now)\n')
     loop?.stop()
   })
-  const job = planJob(cfg, runDir, configPath, ctl.addr, resume?.dir)
+  job = planJob(cfg, runDir, configPath, ctl.addr, resume?.dir)
   sup.on('giveup', (e) => failWith(e.error))
   dir.on('down', (e, reason, cause) => {
     if (e.role === 'trainer' && cause !== 'unregister')
@@ -174,6 +175,7 @@ async function main(): Promise<number> {
     })
     for (const s of job.specs) sup.start(s)
     const bar0 = new Progress('starting actors', job.specs.length)
+    dir.on('up', () => bar0.tick())
     await Promise.race([
       up,
       new Promise((_, rej) => sup.once('giveup', (e) => rej(e.error))),
@@ -258,6 +260,9 @@ async function main(): Promise<number> {
     return 1
   } finally {
     loop?.stop()
+    // stop in dependency order: no new episodes, then the HTTP front, then engines and trainers
+    for (const role of ['rollout', 'proxy', 'engine', 'trainer'])
+      await Promise.all(job?.specs.filter((s) => s.role === role).map((s) => sup.stop(s.id, 5000)) ?? [])
     await sup.stopAll(5000)
     dir.stop()
     await ctl.stop('done', 500)
