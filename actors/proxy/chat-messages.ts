@@ -47,3 +47,31 @@ export function stripEos(ids: ArrayLike<number>, tok: ModelTokenizer): ArrayLike
   while (n > 0 && tok.isEos(ids[n - 1]!)) n--
   return n === ids.length ? ids : Array.prototype.slice.call(ids, 0, n)
 }
+
+/**
+ * Text of a growing token sequence without decoding it all again for every new token (streaming): only
+ * a few tokens before the new ones are decoded again, so that a character split across byte-level tokens
+ * comes out whole; text ending in U+FFFD (an incomplete character) waits for the next tokens. Eos ids are
+ * left out of the text.
+ */
+export class IncrementalDecoder {
+  private readonly ids: number[] = []
+  private prefix = 0
+  private read = 0
+  private text = ''
+
+  constructor(private readonly tok: ModelTokenizer) {}
+
+  /** Add tokens; returns the whole text so far. */
+  push(ids: ArrayLike<number>): string {
+    for (let i = 0; i < ids.length; i++) if (!this.tok.isEos(ids[i]!)) this.ids.push(ids[i]!)
+    const before = this.tok.decode(this.ids.slice(this.prefix, this.read))
+    const after = this.tok.decode(this.ids.slice(this.prefix))
+    if (after.length > before.length && !after.endsWith('\uFFFD')) {
+      this.text += after.slice(before.length)
+      this.prefix = this.read
+      this.read = this.ids.length
+    }
+    return this.text
+  }
+}

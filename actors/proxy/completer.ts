@@ -9,7 +9,7 @@ import type { Logger } from '../../runtime/log.ts'
 import type { ChatMessage } from '../tokenizer/chat-template.ts'
 import type { PromptBuilder, TemplateContext } from '../tokenizer/incremental.ts'
 import type { ModelTokenizer } from '../tokenizer/tokenizer.ts'
-import { messageKey, stripEos, toChatMessage } from './chat-messages.ts'
+import { IncrementalDecoder, messageKey, stripEos, toChatMessage } from './chat-messages.ts'
 import type { ProxyConfig } from './config.ts'
 import type { EnginePool } from './engines/pool.ts'
 import type { FinishReason, Sampling } from './engines/types.ts'
@@ -99,13 +99,12 @@ export class Completer {
       idPrefix: `call_${id.slice(9, 21)}_`,
     }
     const stream = o.onDelta ? new StreamingParser(parseOpts) : null
-    const out: number[] = []
+    const decoder = new IncrementalDecoder(this.tokenizer)
     const gen = await this.generate(s, id, p, this.sampling(req, prompt.length, req.max_completion_tokens), {
       signal: o.signal,
       onTokens: stream
         ? (ids) => {
-            for (const x of ids) out.push(x)
-            const d = stream.update(this.tokenizer.decode(stripEos(out, this.tokenizer), false))
+            const d = stream.update(decoder.push(ids))
             if (d.reasoning || d.content) o.onDelta!(d)
           }
         : undefined,

@@ -105,6 +105,7 @@ export class ModelTokenizer {
 
   /** Text of `ids`; special tokens are kept unless `skipSpecial`. */
   decode(ids: ArrayLike<number>, skipSpecial = false): string {
+    if (ids.length === 0) return ''
     const arr = Array.isArray(ids) ? (ids as number[]) : Array.from(ids)
     return this.tok.decode(arr, { skip_special_tokens: skipSpecial, clean_up_tokenization_spaces: false })
   }

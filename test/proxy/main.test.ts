@@ -28,7 +28,9 @@ describe('proxy process entry (actors/proxy/main.ts)', () => {
   describe('when the launcher passes embedded engines in AREAL_ENGINES and no proxy.model_dir', () => {
     it('should load the tokenizer from engine.model.path and serve sessions over the bus and HTTP', async () => {
       process.env.AREAL_ENGINES = JSON.stringify([{ kind: 'embedded', actor: engine.actor.addr }])
-      const cfg = loadConfig(runSchema, { raw: { engine: { model: { path: QWEN3_DIR } } } })
+      const cfg = loadConfig(runSchema, {
+        raw: { engine: { model: { path: QWEN3_DIR } }, actor: { model: { path: QWEN3_DIR } } },
+      })
       proxy = await startProxy(cfg, { id: 'proxy/0', controller: '', log })
       expect(proxy.url).to.match(/^http:\/\/127\.0\.0\.1:\d+$/)
       const s = await client.ask(proxy.actor.addr, 'proxy:session:open', {})
@@ -47,7 +49,11 @@ describe('proxy process entry (actors/proxy/main.ts)', () => {
     it('should fail to start with CFG_ERR_VALUE naming it', async () => {
       process.env.AREAL_ENGINES = '[{kind: embedded'
       const cfg = loadConfig(runSchema, {
-        raw: { proxy: { model_dir: QWEN3_DIR }, engine: { model: { path: '/m' } } },
+        raw: {
+          proxy: { model_dir: QWEN3_DIR },
+          engine: { model: { path: '/m' } },
+          actor: { model: { path: '/m' } },
+        },
       })
       const err = await startProxy(cfg, { id: 'proxy/1', controller: '', log }).catch(
         (e: { code: string; message: string }) => e,

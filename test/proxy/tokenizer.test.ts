@@ -2,6 +2,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { expect } from 'chai'
+import { IncrementalDecoder } from '../../actors/proxy/chat-messages.ts'
 import { type ChatMessage, ChatTemplate } from '../../actors/tokenizer/chat-template.ts'
 import { ModelTokenizer } from '../../actors/tokenizer/tokenizer.ts'
 import { QWEN3_DIR, qwen3, WEATHER_TOOL } from '../fixtures/proxy/qwen3.ts'
@@ -77,5 +78,23 @@ describe('chat template', () => {
     expect(() => t.render(msgs))
       .to.throw(/first must be user/)
       .with.property('code', 'PRX_ERR_TEMPLATE')
+  })
+})
+
+describe('incremental decoding (streaming)', () => {
+  it('should give growing prefixes of the full text, never a broken character, one token at a time', () => {
+    const { tokenizer } = qwen3()
+    const text = 'Météo à Paris: 東京は雨 🌧️, ok<think>x</think>'
+    const ids = [...tokenizer.encode(text), 151645]
+    const dec = new IncrementalDecoder(tokenizer)
+    let last = ''
+    for (const id of ids) {
+      const now = dec.push([id])
+      expect(text.startsWith(now), JSON.stringify(now)).to.equal(true)
+      expect(now.includes('\uFFFD')).to.equal(false)
+      expect(now.length).to.be.at.least(last.length)
+      last = now
+    }
+    expect(last).to.equal(text)
   })
 })
