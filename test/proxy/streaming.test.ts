@@ -187,3 +187,46 @@ describe('proxy streaming (SSE through the official openai client)', () => {
     })
   })
 })
+
+describe('proxy streaming from a vLLM server (stand-in)', () => {
+  let h: Harness
+  beforeEach(async () => {
+    h = await startProxy({ kinds: ['vllm'] })
+  })
+  afterEach(async () => {
+    await h.close()
+  })
+
+  it('should deliver content while the engine is still generating, and the same reply as whole', async () => {
+    const core = h.engines[0]!.core
+    core.holdAfter = 4
+    const held = new Promise((r) => core.once('held', r))
+    const { client } = await h.open()
+    const stream = await client.chat.completions.create({
+      model: 'policy',
+      messages: [{ role: 'user', content: 'hi there' }],
+      stream: true,
+    })
+    const it = stream[Symbol.asyncIterator]()
+    let content = ''
+    while (content === '') {
+      const { value, done } = await it.next()
+      if (done) break
+      content += value.choices[0]?.delta?.content ?? ''
+    }
+    await held
+    expect(h.service.stats().completions).to.equal(0)
+    core.release()
+    for (;;) {
+      const { value, done } = await it.next()
+      if (done) break
+      content += value.choices[0]?.delta?.content ?? ''
+    }
+    expect(content).to.equal('Hello! You said: hi there (v0)')
+    const whole = await (await h.open()).client.chat.completions.create({
+      model: 'policy',
+      messages: [{ role: 'user', content: 'hi there' }],
+    })
+    expect(whole.choices[0]!.message.content).to.equal(content)
+  })
+})
