@@ -17,6 +17,7 @@
  *   finishReason 'abort' and its tokens so far; requests arriving while paused wait for `resume()`.
  * - A native failure fails the requests of that chunk only; the engine keeps serving.
  */
+import { EventEmitter } from 'node:events'
 import type { Generation, GenerationRequest, Model } from '../../native/index.ts'
 import { type CodedError, fail } from '../../runtime/errors.ts'
 import type { Logger } from '../../runtime/log.ts'
@@ -59,7 +60,17 @@ interface Slot {
   reject: (e: Error) => void
 }
 
-export class Batcher {
+/** What a Batcher reports as it works (for stats and for tests to synchronise on). */
+export interface BatcherEvents {
+  /** a request was queued; the number of unfinished requests */
+  queued: [number]
+  /** the running chunk made `steps` decode steps */
+  progress: [number]
+  /** a chunk returned; tokens generated so far */
+  chunk: [number]
+}
+
+export class Batcher extends EventEmitter<BatcherEvents> {
   version: number
   weightsPath: string
   generatedTokens = 0
@@ -82,6 +93,7 @@ export class Batcher {
     model: Model,
     private readonly opts: BatcherOptions,
   ) {
+    super()
     this.model = model
     this.version = opts.version ?? 0
     this.weightsPath = opts.weightsPath ?? ''
@@ -115,6 +127,7 @@ export class Batcher {
       if (slot.budget === 0) return this.answer(slot, 'length', false)
       this.queue.push(slot)
       this.wake()
+      this.emit('queued', this.queue.length)
     })
   }
 
@@ -279,7 +292,9 @@ export class Batcher {
           {
             signal: ac.signal,
             onProgress: (n) => {
-              if (this.chunk === ac) this.steps = n
+              if (this.chunk !== ac) return
+              this.steps = n
+              this.emit('progress', n)
             },
           },
         )
@@ -297,6 +312,7 @@ export class Batcher {
       this.chunk = undefined
       this.running = []
       done()
+      this.emit('chunk', this.generatedTokens)
     }
   }
 

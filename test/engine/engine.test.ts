@@ -9,7 +9,7 @@ import { loadConfig } from '../../runtime/config.ts'
 import { Directory } from '../../runtime/directory.ts'
 import { silentLogger } from '../../runtime/log.ts'
 import type { AskRes, SamplingShape } from '../../runtime/messages.ts'
-import { SMALL_VOCAB, tempDir, tinyModelDir, until } from './helpers.ts'
+import { SMALL_VOCAB, tempDir, tinyModelDir, when } from './helpers.ts'
 
 const log = silentLogger()
 const MAIN = new URL('../../actors/engine/main.ts', import.meta.url).pathname
@@ -71,8 +71,10 @@ describe('embedded engine actor', () => {
       const prompts = [ids(1, 2, 3), ids(5, 6), ids(40, 41, 42, 43), ids(9)]
       // hold the requests until all four are queued, so the first chunk takes them together
       await cs[0]!.ask(engine.addr, 'engine:pause', {})
+      const queued = when<number>(engine.batcher, 'queued', (n) => n === 4)
       const pending = cs.map((c, i) => gen(c, `r${i}`, prompts[i]!, sampling(10)))
-      await until(async () => (await cs[0]!.ask(engine.addr, 'engine:info', {})).queued === 4, 'queued')
+      await queued
+      expect((await cs[0]!.ask(engine.addr, 'engine:info', {})).queued).to.equal(4)
       await cs[0]!.ask(engine.addr, 'engine:resume', {})
       const got = await Promise.all(pending)
       for (let i = 0; i < 4; i++) {
@@ -87,11 +89,12 @@ describe('embedded engine actor', () => {
     it('should let a request arriving mid-generation join the running batch', async () => {
       const [a, b] = await Promise.all([client(0), client(1)])
       const order: string[] = []
+      const started = when<number>(engine.batcher, 'chunk', (n) => n >= 8)
       const long = gen(a, 'long', ids(7, 8), sampling(300)).then((g) => {
         order.push('long')
         return g
       })
-      await until(() => engine.batcher.generatedTokens >= 8, 'the long request under way')
+      await started
       const short = await gen(b, 'short', ids(9, 10, 11), sampling(10))
       order.push('short')
       const l = await long
@@ -133,9 +136,10 @@ describe('embedded engine actor', () => {
 
     it('should abort one request and keep generating its batch neighbours unchanged', async () => {
       const c = await client(0)
+      const started = when<number>(engine.batcher, 'chunk', (n) => n >= 8)
       const long = gen(c, 'long', ids(7, 8), sampling(1000))
       const other = gen(c, 'other', ids(9, 10), sampling(40))
-      await until(() => engine.batcher.generatedTokens >= 8, 'first tokens')
+      await started
       const { aborted } = await c.ask(engine.addr, 'engine:abort', { rids: ['long'] })
       expect(aborted).to.equal(1)
       const [l, o] = await Promise.all([long, other])
@@ -161,8 +165,9 @@ describe('embedded engine actor', () => {
     it('should answer abort with the partial tokens, and resuming with them continues the same output', async () => {
       const c = await client(0)
       const s = sampling(400, { temperature: 1, seed: 11 })
+      const started = when<number>(engine.batcher, 'progress', (n) => n >= 16)
       const first = gen(c, 'p', ids(2, 3, 4), s)
-      await until(() => engine.batcher.runningSteps >= 16, 'first tokens')
+      await started
       const paused = await c.ask(engine.addr, 'engine:pause', {})
       const part = await first
       expect(paused.aborted).to.equal(1)
@@ -173,13 +178,15 @@ describe('embedded engine actor', () => {
 
       // held while paused: queued, not answered
       let answered = false
+      const queued = when<number>(engine.batcher, 'queued', (k) => k === 1)
       const held = gen(c, 'p2', ids(2, 3, 4, ...part.outputIds), { ...s, maxNewTokens: 400 - n }).then(
         (g) => {
           answered = true
           return g
         },
       )
-      await until(async () => (await c.ask(engine.addr, 'engine:info', {})).queued === 1, 'held request')
+      await queued
+      expect(await c.ask(engine.addr, 'engine:info', {})).to.include({ queued: 1, running: 0, paused: true })
       expect(answered).to.equal(false)
       await c.ask(engine.addr, 'engine:resume', {})
       const rest = await held
@@ -215,8 +222,9 @@ describe('embedded engine actor', () => {
 
     it('should label each token of a request that spans an update with the version that produced it', async () => {
       const c = await client(0)
+      const started = when<number>(engine.batcher, 'chunk', (n) => n >= 16)
       const g = gen(c, 'span', ids(5, 6), sampling(300))
-      await until(() => engine.batcher.runningSteps >= 16, 'first tokens')
+      await started
       await c.ask(engine.addr, 'engine:update_weights', { path: other.path, version: 1 })
       const out: Gen = await g
       const v = arr(out.versions)

@@ -25,15 +25,18 @@ export function tinyModelDir(dir: string, overrides: Record<string, unknown> = {
 /** A small-vocabulary variant (fast; ids 510/511 are bos/eos). */
 export const SMALL_VOCAB = { vocab_size: 512, bos_token_id: 510, eos_token_id: 511 }
 
-/** Resolve when `cond()` holds, polling every few ms (a condition, not a fixed sleep). */
-export async function until(
-  cond: () => boolean | Promise<boolean>,
-  what: string,
-  limitMs = 20000,
-): Promise<void> {
-  const end = Date.now() + limitMs
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 5))
-  }
+/** Resolve at the first `event` of `emitter` whose argument satisfies `cond` (no polling, no sleeps). */
+export function when<T>(
+  emitter: { on(e: string, f: (x: T) => void): unknown; off(e: string, f: (x: T) => void): unknown },
+  event: string,
+  cond: (x: T) => boolean,
+): Promise<T> {
+  return new Promise((resolve) => {
+    const on = (x: T) => {
+      if (!cond(x)) return
+      emitter.off(event, on)
+      resolve(x)
+    }
+    emitter.on(event, on)
+  })
 }
