@@ -15,7 +15,8 @@ export const trainerSchema = c.obj({
     doc: "FileStore path for the ranks' Gloo group (fresh per job; the launcher sets it)",
   }),
   collective_timeout_ms: c.int(300_000, { min: 1000, doc: 'rendezvous and collective timeout' }),
-  fetch_timeout_ms: c.int(120_000, { min: 1, doc: "timeout of proxy:fetch and of a rank's share of a step" }),
+  fetch_timeout_ms: c.int(120_000, { min: 1, doc: 'timeout of proxy:fetch' }),
+  step_timeout_ms: c.int(3_600_000, { min: 1, doc: "timeout of a rank's share of a step (trainer:shard)" }),
   publish_dtype: c.enum(['float32', 'bfloat16', 'float16'] as const, 'float32', {
     doc: 'dtype of published weights (float32 keeps engine and trainer log-probs identical on CPU)',
   }),

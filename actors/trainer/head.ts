@@ -83,7 +83,12 @@ export class TrainerHead {
     const shards = split(b, adv.advantages, this.peers.length + 1, this.cfg.ppo.minibatches)
     const remote = this.peers.map((peer, i) =>
       this.actor
-        .ask(peer, 'trainer:shard', { step: req.step, ...shards[i + 1]! }, { timeoutMs })
+        .ask(
+          peer,
+          'trainer:shard',
+          { step: req.step, ...shards[i + 1]! },
+          { timeoutMs: this.cfg.step_timeout_ms },
+        )
         .catch((e: CodedError) => {
           throw fail('TRN_ERR_RANK', `${peer}: ${e.code}: ${e.message}`, { rank: i + 1 }, e)
         }),
