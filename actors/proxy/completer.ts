@@ -9,7 +9,7 @@ import type { Logger } from '../../runtime/log.ts'
 import type { ChatMessage } from '../tokenizer/chat-template.ts'
 import type { PromptBuilder, TemplateContext } from '../tokenizer/incremental.ts'
 import type { ModelTokenizer } from '../tokenizer/tokenizer.ts'
-import { IncrementalDecoder, messageKey, stripEos, toChatMessage } from './chat-messages.ts'
+import { cutAtStop, IncrementalDecoder, messageKey, stripEos, toChatMessage } from './chat-messages.ts'
 import type { ProxyConfig } from './config.ts'
 import type { EnginePool } from './engines/pool.ts'
 import type { FinishReason, Sampling } from './engines/types.ts'
@@ -100,16 +100,17 @@ export class Completer {
     }
     const stream = o.onDelta ? new StreamingParser(parseOpts) : null
     const decoder = new IncrementalDecoder(this.tokenizer)
+    const stops = stopList(req.stop)
     const gen = await this.generate(s, id, p, this.sampling(req, prompt.length, req.max_completion_tokens), {
       signal: o.signal,
       onTokens: stream
         ? (ids) => {
-            const d = stream.update(decoder.push(ids))
+            const d = stream.update(cutAtStop(decoder.push(ids), stops, false))
             if (d.reasoning || d.content) o.onDelta!(d)
           }
         : undefined,
     })
-    const text = this.tokenizer.decode(stripEos(gen.outputIds, this.tokenizer))
+    const text = cutAtStop(this.tokenizer.decode(stripEos(gen.outputIds, this.tokenizer)), stops, true)
     let parsed: ParsedOutput
     if (stream) {
       const fin = stream.finish(text)
@@ -180,7 +181,11 @@ export class Completer {
       id,
       created: Math.floor(Date.now() / 1000),
       model: this.config.model_name,
-      text: this.tokenizer.decode(stripEos(gen.outputIds, this.tokenizer)),
+      text: cutAtStop(
+        this.tokenizer.decode(stripEos(gen.outputIds, this.tokenizer)),
+        stopList(req.stop),
+        true,
+      ),
       finishReason: gen.finishReason === 'length' ? 'length' : 'stop',
       promptTokens: prompt.length,
       completionTokens: gen.outputIds.length,
@@ -264,7 +269,7 @@ export class Completer {
       topP: req.top_p ?? 1,
       topK: req.top_k,
       stopTokenIds: [...this.tokenizer.eosTokenIds],
-      stop: req.stop == null ? undefined : Array.isArray(req.stop) ? req.stop : [req.stop],
+      stop: stopList(req.stop),
       seed: req.seed,
     }
   }
@@ -328,4 +333,8 @@ export class Completer {
       }),
     )
   }
+}
+
+function stopList(stop: string | string[] | null | undefined): string[] | undefined {
+  return stop == null ? undefined : Array.isArray(stop) ? stop : [stop]
 }

@@ -1,7 +1,7 @@
 import { expect } from 'chai'
 import type OpenAI from 'openai'
 import { type Harness, startProxy } from '../fixtures/proxy/harness.ts'
-import { WEATHER_TOOL } from '../fixtures/proxy/qwen3.ts'
+import { qwen3, WEATHER_TOOL } from '../fixtures/proxy/qwen3.ts'
 
 type Msg = OpenAI.Chat.Completions.ChatCompletionMessageParam
 
@@ -61,6 +61,34 @@ describe('proxy streaming (SSE through the official openai client)', () => {
       expect(s.reasoning).to.equal(m.reasoning_content).and.equal('The user wants a short answer.')
       expect(s.finish).to.equal('stop')
       expect(s.usage?.completion_tokens).to.equal(whole.usage?.completion_tokens)
+    })
+  })
+
+  describe('when the request has stop strings', () => {
+    it('should leave the stop sequence and what follows out of the reply, streamed or not, but keep the tokens', async () => {
+      const messages: Msg[] = [{ role: 'user', content: 'stop here' }]
+      const a = await h.open()
+      const whole = await a.client.chat.completions.create({
+        model: 'policy',
+        messages,
+        stop: [' said', 'zzz'],
+      })
+      expect(whole.choices[0]!.message.content).to.equal('Hello! You')
+      const b = await h.open()
+      const s = await collect(
+        await b.client.chat.completions.create({ model: 'policy', messages, stop: ' said', stream: true }),
+      )
+      expect(s.content).to.equal('Hello! You')
+      // the agent continues from the cut reply: still one exact-prefix chain
+      messages.push(whole.choices[0]!.message, { role: 'user', content: 'go on' })
+      await a.client.chat.completions.create({ model: 'policy', messages })
+      expect(h.service.stats().historyRewrites).to.equal(0)
+      await h.service.endSession(a.handle.sessionId)
+      const p = h.service.fetchTrajectories(
+        (await h.service.exportTrajectories(a.handle.sessionId, { style: 'concat' })).ref,
+      )
+      expect(p.offsets.length - 1).to.equal(1)
+      expect(qwen3().tokenizer.decode(p.inputIds)).to.contain('Hello! You said: stop here (v0)')
     })
   })
 
