@@ -20,6 +20,8 @@ export class EmbeddedEngine implements Engine {
     private readonly actor: Actor,
     private readonly engineId: string,
     private readonly timeoutMs: number,
+    /** engine:update_weights loads a checkpoint: it gets longer than a generation */
+    private readonly loadTimeoutMs = 600_000,
   ) {
     this.name = `embedded@${engineId}`
   }
@@ -76,7 +78,7 @@ export class EmbeddedEngine implements Engine {
         this.engineId,
         'engine:update_weights',
         { path, version },
-        { timeoutMs: this.timeoutMs },
+        { timeoutMs: Math.max(this.timeoutMs, this.loadTimeoutMs) },
       ),
     )
   }
