@@ -57,7 +57,15 @@ export interface LearnOptions {
   temperature: number
   /** tau2 max_steps of an episode (agent turn + env = 2 steps) */
   maxSteps: number
+  /**
+   * End a turn at its first `</tool_call>` (an OpenAI `stop` string kept in the output, as SGLang's
+   * `no_stop_trim`): one call per turn, as the solo instructions ask. Here: stop ids = the tokens whose
+   * text ends with `</tool_call>`.
+   */
+  stopAfterCall: boolean
   lr: number
+  /** PPO updates per batch (each an optimizer step against the same πprox; the clip bounds the drift) */
+  epochs: number
   epsClip: number
   maxGradNorm: number
   seed: number
@@ -72,10 +80,12 @@ export interface LearnOptions {
 export const defaults: LearnOptions = {
   group: 8,
   tasksPerStep: 8,
-  maxNewTokens: 48,
+  maxNewTokens: 128,
   temperature: 1,
-  maxSteps: 6,
-  lr: 3e-3,
+  maxSteps: 16,
+  stopAfterCall: true,
+  lr: 1e-2,
+  epochs: 1,
   epsClip: 0.2,
   maxGradNorm: 1,
   seed: 1,
@@ -92,6 +102,8 @@ export interface StepReport {
   turns: number
   /** mean generated tokens per episode */
   outTokens: number
+  /** fraction of episodes whose first tool call is the task's gold action */
+  firstCallRight: number
   terminations: Partial<Record<TerminationReason, number>>
   stats: StepStats | null
   seconds: number
@@ -100,11 +112,14 @@ export interface StepReport {
 }
 
 /** One episode's training sample (concat style) and outcome. */
-interface Episode {
+export interface Episode {
   task: Task
   reward: number
   reason: TerminationReason
   turns: number
+  firstCallRight: boolean
+  /** the error that ended the episode, if one did (e.g. a turn without a tool call) */
+  error?: string
   /** final prompt ++ final output */
   ids: number[]
   /** per token: 1 where the model generated it */
@@ -246,7 +261,9 @@ export class QuickstartLearner {
     const tok = ModelTokenizer.fromDir(MODEL_DIR)
     this.builder = new PromptBuilder(tok, ChatTemplate.forTokenizer(tok))
     this.model = await createModel({ config: readHfConfig(MODEL_DIR), seed: this.opts.seed })
-    this.batcher = new Batcher(this.model, this.opts, [...tok.eosTokenIds])
+    const stopIds = [...tok.eosTokenIds]
+    if (this.opts.stopAfterCall) stopIds.push(...idsEndingWith(tok, STOP_AFTER_CALL))
+    this.batcher = new Batcher(this.model, this.opts, stopIds)
     this.data = loadDomainData(DOMAINS_DIR, DOMAIN)
     this.tasks = loadTasks(DOMAINS_DIR, DOMAIN, 'train')
     this.ctx = { tools: workloadTools() }
@@ -255,6 +272,23 @@ export class QuickstartLearner {
 
   dispose(): void {
     this.model?.dispose()
+  }
+
+  /** Per-token log-probs of episode samples under the current model (aligned with `ids`). */
+  async scores(episodes: Episode[]): Promise<Float32Array[]> {
+    const cu = [0]
+    for (const e of episodes) cu.push(cu[cu.length - 1] + e.ids.length)
+    const inputIds = Int32Array.from(episodes.flatMap((e) => e.ids))
+    const lp = await this.model.logprobs(
+      { inputIds, cuSeqlens: Int32Array.from(cu) },
+      { temperature: this.opts.temperature },
+    )
+    return episodes.map((_, i) => lp.logprobs.slice(cu[i], cu[i + 1]))
+  }
+
+  /** The tokenizer (for checks on samples). */
+  get tokenizer(): ModelTokenizer {
+    return this.builder.tokenizer
   }
 
   /** Tasks of the next step (round-robin over the split). */
@@ -279,32 +313,49 @@ export class QuickstartLearner {
       maxErrors: 10,
       log: this.log,
     })
+    const first = run.trajectory.find((m) => m.role === 'assistant' && m.tool_calls?.length) as
+      | AssistantMessage
+      | undefined
+    const gold = task.evaluation_criteria?.actions?.[0]
+    const call = first?.tool_calls?.[0]
+    const firstCallRight =
+      !!gold &&
+      !!call &&
+      call.name === gold.name &&
+      JSON.stringify(call.arguments) === JSON.stringify(gold.arguments)
     const ev = evaluateEpisode(this.data, task, run.trajectory, run.terminationReason, true)
     return {
       task,
       reward: ev.reward,
       reason: run.terminationReason,
       turns: agent.turns,
+      firstCallRight,
+      error: run.error?.message,
       ids: agent.ids,
       mask: agent.mask,
       behave: agent.behave,
     }
   }
 
+  /** Run one batch of episodes: `group` per task, tasks round-robin; all agent turns batched. */
+  async collect(): Promise<Episode[]> {
+    const tasks = this.nextTasks()
+    this.stepIndex++
+    return Promise.all(
+      tasks.flatMap((task) => Array.from({ length: this.opts.group }, () => this.episode(task))),
+    )
+  }
+
   /** Collect one batch of episodes and take one PPO step; `train: false` only collects. */
   async step(train = true): Promise<StepReport> {
     const t0 = Date.now()
     const o = this.opts
-    const tasks = this.nextTasks()
-    const episodes = await Promise.all(
-      tasks.flatMap((task) => Array.from({ length: o.group }, () => this.episode(task))),
-    )
+    const episodes = await this.collect()
     const adv = groupAdvantages(episodes, o.group)
     let stats: StepStats | null = null
     const t1 = Date.now()
     if (train && adv.some((a) => a !== 0)) stats = await this.update(episodes, adv)
     const trainSeconds = (Date.now() - t1) / 1000
-    this.stepIndex++
     const terminations: StepReport['terminations'] = {}
     for (const e of episodes) terminations[e.reason] = (terminations[e.reason] ?? 0) + 1
     const mean = (f: (e: Episode) => number) => episodes.reduce((s, e) => s + f(e), 0) / episodes.length
@@ -313,6 +364,7 @@ export class QuickstartLearner {
       reward: mean((e) => e.reward),
       episodes: episodes.length,
       turns: mean((e) => e.turns),
+      firstCallRight: mean((e) => (e.firstCallRight ? 1 : 0)),
       outTokens: mean((e) => e.mask.reduce((s, m) => s + m, 0)),
       terminations,
       stats,
@@ -321,7 +373,8 @@ export class QuickstartLearner {
     }
   }
 
-  private async update(episodes: Episode[], adv: number[]): Promise<StepStats> {
+  /** One PPO step on episodes with per-episode advantages (episodes with advantage 0 are left out). */
+  async update(episodes: Episode[], adv: number[]): Promise<StepStats> {
     const o = this.opts
     const used = episodes.map((e, i) => ({ e, a: adv[i] })).filter((x) => x.a !== 0)
     const cu = [0]
@@ -345,12 +398,21 @@ export class QuickstartLearner {
     const prox = await this.model.logprobs(batch, { temperature: o.temperature })
     const loss: PpoLossConfig = { epsClip: o.epsClip, temperature: o.temperature, behavImpWeightCap: 5 }
     const optim: OptimizerConfig = { lr: o.lr, maxGradNorm: o.maxGradNorm, betas: [0.9, 0.99] }
-    return this.model.ppoStep(
-      [{ ...batch, lossMask, advantages, proxLogprobs: prox.logprobs, behaveLogprobs: behave }],
-      loss,
-      optim,
-    )
+    const mbs = [{ ...batch, lossMask, advantages, proxLogprobs: prox.logprobs, behaveLogprobs: behave }]
+    let stats = await this.model.ppoStep(mbs, loss, optim)
+    for (let e = 1; e < o.epochs; e++) stats = await this.model.ppoStep(mbs, loss, optim)
+    return stats
   }
+}
+
+/** The stop string of `stopAfterCall`. */
+export const STOP_AFTER_CALL = '</tool_call>'
+
+/** Ids of the vocabulary's tokens whose text ends with `suffix`. */
+export function idsEndingWith(tok: ModelTokenizer, suffix: string): number[] {
+  const out: number[] = []
+  for (let id = 0; id < tok.vocabSize; id++) if (tok.decode([id]).endsWith(suffix)) out.push(id)
+  return out
 }
 
 /** GRPO: per group of episodes of one task, (r − mean) / (std + 1e-5); 0 for groups of equal rewards. */
@@ -384,19 +446,22 @@ async function main(): Promise<void> {
     ['QS_GROUP', 'group'],
     ['QS_TASKS', 'tasksPerStep'],
     ['QS_LR', 'lr'],
+    ['QS_EPOCHS', 'epochs'],
     ['QS_MAX_TOKENS', 'maxNewTokens'],
     ['QS_MAX_STEPS', 'maxSteps'],
+    ['QS_STOP_AFTER_CALL', 'stopAfterCall'],
     ['QS_SEED', 'seed'],
     ['QS_THREADS', 'threads'],
   ]
   for (const [env, key] of knobs) {
     const v = envNumber(env)
-    if (v !== undefined) (opts as Record<string, number>)[key] = v
+    if (v !== undefined)
+      (opts as Record<string, number | boolean>)[key] = key === 'stopAfterCall' ? v !== 0 : v
   }
   const learner = new QuickstartLearner(opts)
   const o = learner.opts
   process.stdout.write(
-    `quickstart-learn: group=${o.group} tasks/step=${o.tasksPerStep} max_new_tokens=${o.maxNewTokens} max_steps=${o.maxSteps} lr=${o.lr} temperature=${o.temperature} seed=${o.seed} budget=${o.seconds}s\n`,
+    `quickstart-learn: group=${o.group} tasks/step=${o.tasksPerStep} max_new_tokens=${o.maxNewTokens} max_steps=${o.maxSteps} stop_after_call=${o.stopAfterCall} lr=${o.lr} epochs=${o.epochs} temperature=${o.temperature} seed=${o.seed} budget=${o.seconds}s\n`,
   )
   const t0 = Date.now()
   await learner.init()
@@ -410,7 +475,7 @@ async function main(): Promise<void> {
         .map(([k, v]) => `${k}:${v}`)
         .join(',')
       process.stdout.write(
-        `step ${String(r.step).padStart(3)} reward=${r.reward.toFixed(3)} turns=${r.turns.toFixed(2)} out_tokens=${r.outTokens.toFixed(1)} ` +
+        `step ${String(r.step).padStart(3)} reward=${r.reward.toFixed(3)} first_call_ok=${r.firstCallRight.toFixed(2)} turns=${r.turns.toFixed(2)} out_tokens=${r.outTokens.toFixed(1)} ` +
           `${s ? `loss=${s.loss.toFixed(4)} kl=${s.approxKl.toExponential(2)} entropy=${s.entropy.toFixed(3)} grad_norm=${s.gradNorm.toFixed(3)}` : 'no-update'} ` +
           `[${term}] ${r.seconds.toFixed(1)}s (train ${r.trainSeconds.toFixed(1)}s, total ${((Date.now() - t0) / 1000).toFixed(0)}s)\n`,
       )

@@ -77,7 +77,7 @@ describe('quick-start tokenizer (configs/models/quickstart)', () => {
       expect(tok.eosToken).to.equal('<|im_end|>')
       expect(cfg.eos_token_id).to.equal(tok.tokenToId('<|im_end|>'))
       expect(tok.eosTokenIds).to.deep.equal([cfg.eos_token_id])
-      expect(tok.vocabSize).to.be.below(320)
+      expect(tok.vocabSize).to.be.below(330)
     })
   })
 
@@ -107,15 +107,21 @@ describe('quick-start tokenizer (configs/models/quickstart)', () => {
       }
     })
 
-    it('should spell a call the vocabulary lacks with the tag tokens and bytes, still parseable', () => {
+    it('should spell a call the vocabulary lacks in bytes, still parseable', () => {
       const text = '<tool_call>{"name": "turn_on", "arguments": {"room": "garage"}}</tool_call>'
       const ids = tok.encode(text)
-      expect(ids[0]).to.equal(tok.tokenToId('<tool_call>'))
-      expect(ids[ids.length - 1]).to.equal(tok.tokenToId('</tool_call>'))
+      expect(ids.length).to.be.above(10)
       const parsed = parseOutput(tok.decode(ids), { tools: true, reasoning: false, idPrefix: 'c' })
       expect(parsed.toolCalls.map((c) => [c.name, JSON.parse(c.arguments)])).to.deep.equal([
         ['turn_on', { room: 'garage' }],
       ])
+    })
+
+    it('should give a room and a light state single tokens (BPE merges learned on tickets and tool results)', () => {
+      const ticket = tok.encode('Turn on the kitchen light.')
+      expect(ticket.length).to.be.at.most(6)
+      for (const word of [' kitchen', ' bedroom', ' bathroom', ' office', ' on', ' off'])
+        expect(tok.encode(word), word).to.have.length(1)
     })
   })
 
@@ -139,7 +145,8 @@ describe('quick-start tokenizer (configs/models/quickstart)', () => {
       const text = template.render(messages(), { tools: tools(), addGenerationPrompt: true })
       expect(text.startsWith('<|im_start|>system\nYou are an assistant.\n\n# Tools\n')).to.equal(true)
       for (const t of tools()) expect(text).to.contain(`{"name": "${t.function.name}"`)
-      expect(text).to.contain('<tools>\n{"type": "function", "function": {"name": "get_room"')
+      expect(tools().map((t) => t.function.name)).to.deep.equal(['turn_on', 'turn_off', 'done'])
+      expect(text).to.contain('<tools>\n{"type": "function", "function": {"name": "turn_on"')
       expect(text).to.contain('</tools><|im_end|>\n<|im_start|>user\nLight the kitchen, please.<|im_end|>\n')
       expect(text).to.contain(
         '<|im_start|>assistant\n<tool_call>{"name": "turn_on", "arguments": {"room": "kitchen"}}</tool_call><|im_end|>\n',

@@ -5,10 +5,11 @@
  *
  * The tokenizer is the project's own, designed for a tiny model learning the `home` tau2 domain
  * (configs/domains/home) in minutes on a CPU:
- *   - byte-level BPE with no merges: the 256 byte tokens encode any text, exactly (round trip);
+ *   - byte-level BPE: the 256 byte tokens encode any text, exactly (round trip), plus MERGES merges
+ *     learned (standard BPE training) on the texts that vary between the workload's prompts: tickets and
+ *     tool results, so that a room or a light state is one token;
  *   - ChatML special tokens `<|endoftext|>`, `<|im_start|>`, `<|im_end|>` (eos);
- *   - the Qwen/Hermes tool tags `<tool_call>`, `</tool_call>`, `<tool_response>`, `</tool_response>`,
- *     `<tools>`, `</tools>` as ordinary added tokens;
+ *   - the tags `<tool_response>`, `</tool_response>`, `<tools>`, `</tools>` as ordinary added tokens;
  *   - workload phrases as added tokens: the fixed texts every prompt of the workload repeats (the solo
  *     agent's instructions + the domain policy, each tool's JSON schema line, the template's tool header)
  *     and every whole tool call of the domain (`<tool_call>{"name": "turn_on", "arguments": {"room":
@@ -25,7 +26,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Template } from '@huggingface/jinja'
 import { agentSystemPrompt } from '../../../actors/rollout/tau2/agent.ts'
-import { loadDomainData } from '../../../actors/rollout/tau2/data.ts'
+import { loadDomainData, loadTasks } from '../../../actors/rollout/tau2/data.ts'
 import { Environment } from '../../../actors/rollout/tau2/environment.ts'
 import type { OpenAITool } from '../../../actors/rollout/tau2/tools.ts'
 
@@ -46,15 +47,16 @@ export const MODEL_DIMS = {
   initializer_range: 0.02,
 }
 
+/** BPE merges learned on the workload's variable texts. */
+export const MERGES = 64
+
 export const SPECIAL_TOKENS = ['<|endoftext|>', '<|im_start|>', '<|im_end|>'] as const
-export const TOOL_TAGS = [
-  '<tool_call>',
-  '</tool_call>',
-  '<tool_response>',
-  '</tool_response>',
-  '<tools>',
-  '</tools>',
-]
+/**
+ * Tag tokens. `<tool_call>` / `</tool_call>` are deliberately not tokens of their own: a lone
+ * `</tool_call>` would end a turn (stop string) without a call; calls the vocabulary lacks are spelled
+ * in bytes (still parsed by the proxy).
+ */
+export const TOOL_TAGS = ['<tool_response>', '</tool_response>', '<tools>', '</tools>']
 
 /** The tool header the template writes before the tool schemas (one phrase token). */
 export const TOOLS_HEADER =
@@ -177,6 +179,71 @@ export function workloadPhrases(tools: OpenAITool[]): string[] {
   ]
 }
 
+/** GPT-2's pre-tokenizer split (what the ByteLevel pre-tokenizer with use_regex applies). */
+const GPT2_SPLIT = /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+/gu
+
+/** The texts that differ between episodes of the workload: tickets and every tool result. */
+export function workloadCorpus(): string[] {
+  const data = loadDomainData(DOMAINS_DIR, DOMAIN)
+  const out: string[] = []
+  for (const task of loadTasks(DOMAINS_DIR, DOMAIN, 'all')) {
+    if (task.ticket) out.push(task.ticket)
+    const env = new Environment(data, { solo: true })
+    env.setState(task.initial_state, [], true)
+    for (const t of env.agentToolSchemas()) {
+      const props = Object.entries(t.function.parameters.properties) as [string, { enum?: unknown[] }][]
+      if (props.length !== 1 || !props[0][1].enum) continue
+      for (const v of props[0][1].enum)
+        out.push(env.getResponse({ id: 'c', name: t.function.name, arguments: { [props[0][0]]: v } }).content)
+    }
+  }
+  return out
+}
+
+/**
+ * Standard byte-level BPE training: split with the GPT-2 pattern, map bytes to the byte alphabet, then
+ * repeatedly merge the most frequent adjacent pair (ties: the lexicographically smallest) `n` times.
+ */
+export function trainMerges(texts: string[], alphabet: string[], n: number): [string, string][] {
+  const counts = new Map<string, number>()
+  for (const text of texts)
+    for (const m of text.matchAll(GPT2_SPLIT)) {
+      const w = [...Buffer.from(m[0], 'utf8')].map((b) => alphabet[b]).join('\u0000')
+      counts.set(w, (counts.get(w) ?? 0) + 1)
+    }
+  let words = [...counts].map(([w, c]) => ({ syms: w.split('\u0000'), c }))
+  const merges: [string, string][] = []
+  while (merges.length < n) {
+    const pairs = new Map<string, number>()
+    for (const { syms, c } of words)
+      for (let i = 0; i + 1 < syms.length; i++) {
+        const k = `${syms[i]}\u0000${syms[i + 1]}`
+        pairs.set(k, (pairs.get(k) ?? 0) + c)
+      }
+    let best: string | undefined
+    let bestCount = 1
+    for (const [k, c] of pairs)
+      if (c > bestCount || (c === bestCount && best !== undefined && k < best)) {
+        best = k
+        bestCount = c
+      }
+    if (best === undefined) break
+    const [a, b] = best.split('\u0000') as [string, string]
+    merges.push([a, b])
+    words = words.map(({ syms, c }) => {
+      const out: string[] = []
+      for (let i = 0; i < syms.length; i++) {
+        if (i + 1 < syms.length && syms[i] === a && syms[i + 1] === b) {
+          out.push(a + b)
+          i++
+        } else out.push(syms[i])
+      }
+      return { syms: out, c }
+    })
+  }
+  return merges
+}
+
 /** GPT-2's byte → printable character map (the ByteLevel pre-tokenizer's alphabet). */
 function byteAlphabet(): string[] {
   const printable: number[] = []
@@ -199,10 +266,14 @@ export interface QuickstartFiles {
 /** Everything this folder holds, as objects (deterministic). */
 export function buildFiles(): QuickstartFiles {
   const tools = workloadTools()
+  const alphabet = byteAlphabet()
   const vocab: Record<string, number> = {}
-  byteAlphabet().forEach((c, b) => {
+  alphabet.forEach((c, b) => {
     vocab[c] = b
   })
+  const merges = trainMerges(workloadCorpus(), alphabet, MERGES)
+  for (const [a, b] of merges) vocab[a + b] = Object.keys(vocab).length
+  const base = Object.keys(vocab).length
   const added: { content: string; special: boolean }[] = [
     ...SPECIAL_TOKENS.map((content) => ({ content, special: true })),
     ...TOOL_TAGS.map((content) => ({ content, special: false })),
@@ -215,7 +286,7 @@ export function buildFiles(): QuickstartFiles {
     seen.add(a.content)
   }
   const addedTokens = added.map((a, i) => ({
-    id: 256 + i,
+    id: base + i,
     content: a.content,
     single_word: false,
     lstrip: false,
@@ -243,7 +314,7 @@ export function buildFiles(): QuickstartFiles {
       byte_fallback: false,
       ignore_merges: false,
       vocab,
-      merges: [],
+      merges: merges.map(([a, b]) => `${a} ${b}`),
     },
   }
   const idOf = (t: string) => addedTokens.find((a) => a.content === t)!.id
@@ -266,7 +337,7 @@ export function buildFiles(): QuickstartFiles {
   const config = {
     architectures: ['Qwen3ForCausalLM'],
     model_type: 'qwen3',
-    vocab_size: 256 + addedTokens.length,
+    vocab_size: base + addedTokens.length,
     ...MODEL_DIMS,
     hidden_act: 'silu',
     rms_norm_eps: 1e-6,

@@ -4,7 +4,10 @@
  * does it, then calls `done`. Tiny on purpose, so that a randomly initialised tiny model sometimes
  * succeeds and RL has signal (see configs/models/quickstart).
  *
- * Database: `{ rooms: { <room>: { room, light: 'on' | 'off' } } }`. Agent tools only; no user toolkit.
+ * Database: `{ rooms: { <room>: { room, light: 'on' | 'off' } } }`. Agent tools only (`turn_on`, `turn_off`;
+ * each returns the room), no user toolkit. Reward basis ENV_ASSERTION (the room ends in the asked state)
+ * and ACTION (the gold call was made): calls on other rooms are not penalised, so that random
+ * exploration is not cut short (the learner still has to find the one call that matters).
  */
 import { FloatRules } from '../pyjson.ts'
 import { type EnvFn, p, str, type ToolDef, toolMap } from '../tools.ts'
@@ -38,13 +41,6 @@ const switchTo =
   }
 
 const agentTools: ToolDef<HomeState>[] = [
-  {
-    name: 'get_room',
-    kind: 'read',
-    description: 'Get the light state of a room.',
-    params: { room: roomParam },
-    run: (s, a) => room(s, a.room),
-  },
   {
     name: 'turn_on',
     kind: 'write',
