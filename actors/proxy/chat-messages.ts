@@ -75,29 +75,3 @@ export class IncrementalDecoder {
     return this.text
   }
 }
-
-/**
- * The text the agent sees when the request had `stop` strings: everything before the first one (OpenAI
- * leaves the stop sequence out). While streaming (`final` false) a tail that may still grow into a stop
- * string is held back too. The recorded tokens are never cut: the trainer sees what the model sampled.
- */
-export function cutAtStop(text: string, stops: readonly string[] | undefined, final: boolean): string {
-  if (!stops?.length) return text
-  let end = text.length
-  for (const s of stops) {
-    if (s === '') continue
-    const at = text.indexOf(s)
-    if (at >= 0 && at < end) end = at
-  }
-  if (!final && end === text.length) {
-    for (const s of stops) {
-      for (let n = Math.min(s.length - 1, text.length); n > 0; n--) {
-        if (text.endsWith(s.slice(0, n))) {
-          end = Math.min(end, text.length - n)
-          break
-        }
-      }
-    }
-  }
-  return text.slice(0, end)
-}

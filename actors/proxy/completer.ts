@@ -9,13 +9,19 @@ import type { Logger } from '../../runtime/log.ts'
 import type { ChatMessage } from '../tokenizer/chat-template.ts'
 import type { PromptBuilder, TemplateContext } from '../tokenizer/incremental.ts'
 import type { ModelTokenizer } from '../tokenizer/tokenizer.ts'
-import { cutAtStop, IncrementalDecoder, messageKey, stripEos, toChatMessage } from './chat-messages.ts'
+import { IncrementalDecoder, messageKey, stripEos, toChatMessage } from './chat-messages.ts'
 import type { ProxyConfig } from './config.ts'
 import type { EnginePool } from './engines/pool.ts'
 import type { FinishReason, Sampling } from './engines/types.ts'
 import type { ChatRequest, CompletionRequest } from './openai.ts'
 import { CompletionRecord, type Session, TokenChain } from './session.ts'
-import { type ParsedOutput, type ParsedToolCall, parseOutput, StreamingParser } from './tool-parser.ts'
+import {
+  cutAtStop,
+  type ParsedOutput,
+  type ParsedToolCall,
+  parseOutput,
+  StreamingParser,
+} from './tool-parser.ts'
 
 export interface ChatResult {
   id: string
@@ -97,20 +103,20 @@ export class Completer {
       reasoning: reasoningOn,
       reasoningOpen: reasoningOn && /<think>\n?$/.test(promptTail),
       idPrefix: `call_${id.slice(9, 21)}_`,
+      stop: stopList(req.stop),
     }
     const stream = o.onDelta ? new StreamingParser(parseOpts) : null
     const decoder = new IncrementalDecoder(this.tokenizer)
-    const stops = stopList(req.stop)
     const gen = await this.generate(s, id, p, this.sampling(req, prompt.length, req.max_completion_tokens), {
       signal: o.signal,
       onTokens: stream
         ? (ids) => {
-            const d = stream.update(cutAtStop(decoder.push(ids), stops, false))
+            const d = stream.update(decoder.push(ids))
             if (d.reasoning || d.content) o.onDelta!(d)
           }
         : undefined,
     })
-    const text = cutAtStop(this.tokenizer.decode(stripEos(gen.outputIds, this.tokenizer)), stops, true)
+    const text = this.tokenizer.decode(stripEos(gen.outputIds, this.tokenizer))
     let parsed: ParsedOutput
     if (stream) {
       const fin = stream.finish(text)

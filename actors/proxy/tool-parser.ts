@@ -32,6 +32,8 @@ export interface ParseOptions {
   reasoningOpen?: boolean
   /** prefix of generated tool-call ids */
   idPrefix: string
+  /** the request's stop strings: the content the agent sees ends before the first one */
+  stop?: readonly string[]
 }
 
 const THINK_OPEN = '<think>'
@@ -122,9 +124,10 @@ export function parseOutput(text: string, opts: ParseOptions): ParsedOutput {
   let reasoning: string | null = null
   let rest = text
   if (opts.reasoning) ({ reasoning, rest } = splitReasoning(text, opts.reasoningOpen))
-  if (!opts.tools) return { content: rest.trim(), reasoning, toolCalls: [], malformed: 0 }
+  if (!opts.tools)
+    return { content: cutAtStop(rest, opts.stop, true).trim(), reasoning, toolCalls: [], malformed: 0 }
   const { content, toolCalls, malformed } = splitToolCalls(rest, opts.idPrefix)
-  return { content, reasoning, toolCalls, malformed }
+  return { content: cutAtStop(content, opts.stop, true).trim(), reasoning, toolCalls, malformed }
 }
 
 /** Length of the longest suffix of `s` that is a proper prefix of `tag` (a tag may still be arriving). */
@@ -175,7 +178,7 @@ export class StreamingParser {
       const open = body.indexOf(CALL_OPEN)
       body = open >= 0 ? body.slice(0, open) : body.slice(0, body.length - partialTagLength(body, CALL_OPEN))
     }
-    const contentNow = body.trimStart().replace(/\s+$/, '')
+    const contentNow = cutAtStop(body.trimStart(), this.opts.stop, false).replace(/\s+$/, '')
     return { reasoning: this.take('reasoning', reasoningNow), content: this.take('content', contentNow) }
   }
 
@@ -196,4 +199,24 @@ export class StreamingParser {
     else this.sentContent = now
     return delta
   }
+}
+
+/**
+ * OpenAI leaves a stop sequence and what follows out of the reply. Applied to the content only, after tool
+ * calls are parsed (a workload may stop at `</tool_call>`: the call stays whole). While streaming
+ * (`final` false) a tail that may still grow into a stop string is held back too. The recorded tokens are
+ * never cut: the trainer sees what the model sampled.
+ */
+export function cutAtStop(text: string, stops: readonly string[] | undefined, final: boolean): string {
+  if (!stops?.length) return text
+  let end = text.length
+  for (const s of stops) {
+    if (s === '') continue
+    const at = text.indexOf(s)
+    if (at >= 0 && at < end) end = at
+  }
+  if (!final && end === text.length) {
+    for (const s of stops) end = Math.min(end, text.length - partialTagLength(text, s))
+  }
+  return text.slice(0, end)
 }

@@ -92,6 +92,21 @@ describe('proxy streaming (SSE through the official openai client)', () => {
     })
   })
 
+  describe('when a workload stops at </tool_call>', () => {
+    it('should still return the whole tool call, streamed or not', async () => {
+      const messages: Msg[] = [{ role: 'user', content: 'call get_weather {"city": "Oslo"}' }]
+      const req = { model: 'policy', messages, tools: [WEATHER_TOOL as never], stop: ['</tool_call>'] }
+      const whole = await (await h.open()).client.chat.completions.create(req)
+      expect(whole.choices[0]!.finish_reason).to.equal('tool_calls')
+      const calls = whole.choices[0]!.message
+        .tool_calls as OpenAI.Chat.Completions.ChatCompletionMessageFunctionToolCall[]
+      expect(calls.map((c) => c.function.name)).to.deep.equal(['get_weather'])
+      const s = await collect(await (await h.open()).client.chat.completions.create({ ...req, stream: true }))
+      expect([s.finish, s.calls.length, s.content]).to.deep.equal(['tool_calls', 1, ''])
+      expect(h.service.stats().malformedToolCalls).to.equal(0)
+    })
+  })
+
   describe('when the engine streams its tokens', () => {
     it('should deliver content to the client while the engine is still generating', async () => {
       const core = h.engines[0]!.core
