@@ -185,7 +185,9 @@ Weights Model::weights(const std::vector<at::Tensor>& full) const {
 
 at::Tensor Model::hidden(const Weights& w, const at::Tensor& ids, const at::Tensor& pos, const AttentionFn& attn) const {
   const int64_t T = ids.size(0), nH = cfg.numHeads, nKV = cfg.numKvHeads, hd = cfg.headDim;
-  auto x = at::embedding(w.embed, ids);  // [T, H]
+  // Sparse embedding gradient when training: it adds into the dense .grad in place instead of making a
+  // [vocab × hidden] tensor per micro-batch.
+  auto x = at::embedding(w.embed, ids, -1, false, w.embed.requires_grad());  // [T, H]
   auto tables = ropeTables(pos, hd, cfg.ropeTheta, x.scalar_type());
   for (int64_t l = 0; l < cfg.numLayers; l++) {
     const auto& L = w.layers[l];
@@ -245,22 +247,40 @@ Scores Model::score(const Weights& w, const at::Tensor& hidden, const PackedBatc
 
 void Model::backwardThroughScores(const Weights& w, const at::Tensor& hidden, const PackedBatch& b, double temperature,
                                   const at::Tensor& gradLogprobs) const {
+  // By hand rather than through autograd, chunk by chunk: with z = h·Wᵀ/τ and lp = log_softmax(z)[target],
+  // d lp / d z = onehot(target) − softmax(z), so for g = d loss / d lp:
+  //   dz = g·(onehot − p)/τ,  dh = dz·W,  dW += dzᵀ·h   (added in place into W's .grad).
+  at::NoGradGuard ng;
   std::vector<int64_t> src, dst;
   scoredRows(b, src, dst);
-  auto hd = hidden.detach().requires_grad_(true);
   const int64_t n = static_cast<int64_t>(src.size()), C = chunkRows();
   auto srcT = at::tensor(src, at::kLong), dstT = at::tensor(dst, at::kLong);
-  auto g = gradLogprobs.to(computeType());
+  const auto ct = computeType();
+  auto g = gradLogprobs.to(ct);
+  auto hd = hidden.detach();
+  auto W = w.lmHead.detach().to(ct);
+  auto dh = at::zeros_like(hd);
+  at::Tensor dW = w.lmHead.grad();
+  if (!dW.defined()) dW = w.lmHead.mutable_grad() = at::zeros_like(w.lmHead);
+  bool any = false;
   for (int64_t c0 = 0; c0 < n; c0 += C) {
     const int64_t m = std::min(C, n - c0);
     auto rows = srcT.narrow(0, c0, m), dstc = dstT.narrow(0, c0, m);
     auto gc = g.index_select(0, dstc);
     if (!gc.ne(0).any().item<bool>()) continue;  // no loss token in this chunk
-    auto lsm = at::log_softmax(logits(w, hd.index_select(0, rows), temperature), -1);
-    auto lp = lsm.gather(1, b.ids.index_select(0, dstc).unsqueeze(1)).squeeze(1);
-    lp.backward(gc);
+    any = true;
+    auto hc = hd.index_select(0, rows).to(ct);
+    auto p = at::softmax(logits(w, hc, temperature), -1);                    // [m, V]
+    auto dz = p.mul_(-gc.unsqueeze(1));                                       // −g·p
+    auto tgt = b.ids.index_select(0, dstc).unsqueeze(1);
+    dz.scatter_add_(1, tgt, gc.unsqueeze(1));                                 // + g·onehot
+    if (temperature != 1.0) dz.div_(temperature);
+    dh.index_add_(0, rows, at::matmul(dz, W).to(dh.scalar_type()));
+    dW.addmm_(dz.t().to(dW.scalar_type()), hc.to(dW.scalar_type()));
   }
-  if (hd.grad().defined()) hidden.backward(hd.grad());
+  if (!any) return;
+  at::AutoGradMode on(true);
+  hidden.backward(dh);
 }
 
 }  // namespace trn

@@ -92,24 +92,27 @@ const std::vector<at::Tensor>& ParamStore::materialize(bool requiresGrad) {
   at::NoGradGuard ng;
   const int W = worldSize();
   full_.clear();
-  if (W == 1) {
+  at::Tensor flat = master_;  // W = 1: the full tensors are views of the master copy
+  if (W > 1) {
+    auto shards = comm_->allgather(master_);
+    flat = at::empty({fullTotal_}, master_.options());
     for (size_t i = 0; i < specs_.size(); i++) {
-      auto t = master_.narrow(0, shardOff_[i], specs_[i].numel).view(specs_[i].shape).detach();
-      full_.push_back(t.requires_grad_(requiresGrad));
+      for (int r = 0; r < W; r++)
+        flat.narrow(0, fullOff_[i] + r * shardSize_[i], shardSize_[i])
+            .copy_(shards[r].narrow(0, shardOff_[i], shardSize_[i]));
     }
-    gathered_ = true;
-    return full_;
   }
-  auto shards = comm_->allgather(master_);
-  auto flat = at::empty({fullTotal_}, master_.options());
-  for (size_t i = 0; i < specs_.size(); i++) {
-    for (int r = 0; r < W; r++)
-      flat.narrow(0, fullOff_[i] + r * shardSize_[i], shardSize_[i])
-          .copy_(shards[r].narrow(0, shardOff_[i], shardSize_[i]));
+  if (requiresGrad) {
+    // Gradients accumulate in place into one persistent flat buffer (autograd adds into a defined .grad),
+    // so a step allocates no parameter-sized gradient tensors and the reduction needs no packing copy.
+    if (!gradFull_.defined()) gradFull_ = at::zeros({fullTotal_}, master_.options());
+    else gradFull_.zero_();
   }
   for (size_t i = 0; i < specs_.size(); i++) {
     auto t = flat.narrow(0, fullOff_[i], specs_[i].numel).view(specs_[i].shape).detach();
-    full_.push_back(t.requires_grad_(requiresGrad));
+    t.requires_grad_(requiresGrad);
+    if (requiresGrad) t.mutable_grad() = gradFull_.narrow(0, fullOff_[i], specs_[i].numel).view(specs_[i].shape);
+    full_.push_back(t);
   }
   gathered_ = true;
   return full_;
@@ -122,14 +125,16 @@ void ParamStore::release() {
 
 at::Tensor ParamStore::reduceGrads() {
   at::NoGradGuard ng;
-  TRN_CHECK(gathered_, "TRN_ERR_TORCH", "reduceGrads without materialized parameters");
-  auto flat = at::zeros({fullTotal_}, master_.options());
+  TRN_CHECK(gathered_ && gradFull_.defined(), "TRN_ERR_TORCH", "reduceGrads without materialized parameters");
   for (size_t i = 0; i < specs_.size(); i++) {
+    // Normally .grad is still the view into gradFull_ (accumulated in place); if autograd replaced it
+    // (out-of-place accumulation), copy it back so nothing is lost.
     auto g = full_[i].grad();
-    if (g.defined()) flat.narrow(0, fullOff_[i], specs_[i].numel).copy_(g.reshape({-1}));
+    auto view = gradFull_.narrow(0, fullOff_[i], specs_[i].numel);
+    if (g.defined() && g.data_ptr() != view.data_ptr()) view.copy_(g.to_dense().reshape({-1}));
   }
-  if (worldSize() > 1) comm_->allreduceSum(flat);
-  return flat;
+  if (worldSize() > 1) comm_->allreduceSum(gradFull_);
+  return gradFull_;
 }
 
 at::Tensor ParamStore::fullGradOf(const at::Tensor& reduced, int i) const {

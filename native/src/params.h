@@ -51,7 +51,8 @@ class ParamStore {
   /** Drop gathered copies (W > 1); W = 1 keeps its views. */
   void release();
 
-  /** Full-size gradient buffer summed over ranks, in the padded full layout (collective when W > 1). */
+  /** The full-layout gradient buffer summed over ranks (collective when W > 1); valid until the next
+   * materialize(true). */
   at::Tensor reduceGrads();
   /** Full gradient of parameter i from a buffer returned by reduceGrads(). */
   at::Tensor fullGradOf(const at::Tensor& reduced, int i) const;
@@ -72,9 +73,9 @@ class ParamStore {
   std::vector<int64_t> shardSize_, shardOff_, fullOff_;
   int64_t shardTotal_ = 0, fullTotal_ = 0;
   at::Tensor master_, grad_, m_, v_, decayMask_;
+  at::Tensor gradFull_;  // full-layout gradients of the materialized parameters (persistent)
   std::vector<at::Tensor> full_;
   bool gathered_ = false;
-  bool gatheredGrad_ = false;
 };
 
 }  // namespace trn

@@ -112,7 +112,13 @@ StepStats ppoStep(Model& model, std::vector<MicroBatch>& mbs, const PpoLossConfi
     st.release();
   }
   at::NoGradGuard ng;
-  auto sq = st.grad().to(at::kDouble).pow(2).sum().reshape({1});
+  // Optimizer math in slices of 2^20 elements: temporaries stay small (and in glibc's heap, see addon.cc)
+  // however large the model.
+  auto& g = st.grad();
+  const int64_t N = g.numel(), S = int64_t{1} << 20;
+  double sqLocal = 0;
+  for (int64_t o = 0; o < N; o += S) sqLocal += g.narrow(0, o, std::min(S, N - o)).to(at::kDouble).pow(2).sum().item<double>();
+  auto sq = at::tensor(std::vector<double>{sqLocal}, at::kDouble);
   if (st.worldSize() > 1) st.comm()->allreduceSum(sq);
   out.gradNorm = std::sqrt(sq.item<double>());
   out.lr = lrAt(opt, st.step);
@@ -121,22 +127,23 @@ StepStats ppoStep(Model& model, std::vector<MicroBatch>& mbs, const PpoLossConfi
     out.step = st.step;
     return out;
   }
-  auto& g = st.grad();
-  if (opt.maxGradNorm > 0) {
-    double coef = std::min(1.0, opt.maxGradNorm / (out.gradNorm + 1e-6));
-    g.mul_(coef);
-  }
+  const double coef = opt.maxGradNorm > 0 ? std::min(1.0, opt.maxGradNorm / (out.gradNorm + 1e-6)) : 1.0;
   const int64_t t = ++st.step;
-  auto& p = st.master();
-  auto& m = st.expAvg();
-  auto& v = st.expAvgSq();
-  m.mul_(opt.beta1).add_(g, 1.0 - opt.beta1);
-  v.mul_(opt.beta2).addcmul_(g, g, 1.0 - opt.beta2);
   const double bc1 = 1.0 - std::pow(opt.beta1, static_cast<double>(t));
   const double bc2 = 1.0 - std::pow(opt.beta2, static_cast<double>(t));
-  if (opt.weightDecay > 0) p.sub_(p * st.decayMask() * (out.lr * opt.weightDecay));
-  auto denom = (v.sqrt() / std::sqrt(bc2)).add_(opt.eps);
-  p.addcdiv_(m, denom, -out.lr / bc1);
+  for (int64_t o = 0; o < N; o += S) {
+    const int64_t n = std::min(S, N - o);
+    auto gs = g.narrow(0, o, n);
+    auto p = st.master().narrow(0, o, n);
+    auto m = st.expAvg().narrow(0, o, n);
+    auto v = st.expAvgSq().narrow(0, o, n);
+    if (coef != 1.0) gs.mul_(coef);
+    m.mul_(opt.beta1).add_(gs, 1.0 - opt.beta1);
+    v.mul_(opt.beta2).addcmul_(gs, gs, 1.0 - opt.beta2);
+    if (opt.weightDecay > 0) p.sub_(p * st.decayMask().narrow(0, o, n) * (out.lr * opt.weightDecay));
+    auto denom = (v.sqrt() / std::sqrt(bc2)).add_(opt.eps);
+    p.addcdiv_(m, denom, -out.lr / bc1);
+  }
   out.step = t;
   return out;
 }
