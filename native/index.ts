@@ -154,7 +154,7 @@ export interface StepStats extends LossStats {
 export interface GenerationRequest {
   /** Int32Array [P], P ≥ 1. */
   prompt: Int32Array
-  /** Budget of new tokens, counting any `resume` tokens. Default: sampling.maxNewTokens. */
+  /** Budget of new tokens, counting any `resume` tokens. Default: sampling.maxNewTokens (one is required). */
   maxNewTokens?: number
   /** Sampling seed; default sampling.seed + request index. Pass the same seed when resuming. */
   seed?: number
@@ -371,7 +371,11 @@ export class Model {
 
   /** Optimizer steps taken so far. */
   get step(): number {
-    return this.#h.info().step
+    try {
+      return this.#h.info().step
+    } catch (e) {
+      throw coded(e)
+    }
   }
 
   /** Per-token log-probs and entropies of a packed batch at a temperature (> 0, default 1). */
@@ -406,9 +410,12 @@ export class Model {
   ): Promise<Generation[]> {
     return call(async () => {
       const stopIds = sampling.stopIds ?? eosIds(this.config)
-      const base = sampling.maxNewTokens ?? 0
+      const base = sampling.maxNewTokens
       const reqs = requests.map((r, i) => {
         const budget = r.maxNewTokens ?? base
+        if (budget === undefined) {
+          throw fail('TRN_ERR_ARG', `requests[${i}]: give maxNewTokens (per request or in sampling)`)
+        }
         const seed = r.seed ?? (sampling.seed ?? 0) + i
         if (!r.resume) return { prompt: r.prompt, maxNewTokens: budget, seed }
         if (r.resume.tokens.length > budget) {

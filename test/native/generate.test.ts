@@ -150,12 +150,15 @@ describe('a debug model generating', () => {
     expect(out[0]!.tokens.length).to.equal(0)
   })
 
-  it('should reject an empty prompt and a bad topP with TRN_ERR_ARG', async () => {
+  it('should reject an empty prompt, a bad topP and a missing budget with TRN_ERR_ARG', async () => {
     const e1 = await model.generate([{ prompt: new Int32Array(0), maxNewTokens: 2 }]).catch((e) => e)
     expect(e1.code).to.equal('TRN_ERR_ARG')
     const e2 = await model
       .generate([{ prompt: new Int32Array([1]), maxNewTokens: 2 }], { topP: 0 })
       .catch((e) => e)
     expect(e2.code).to.equal('TRN_ERR_ARG')
+    const e3 = await model.generate([{ prompt: new Int32Array([1]) }]).catch((e) => e)
+    expect(e3.code).to.equal('TRN_ERR_ARG')
+    expect(e3.message).to.match(/maxNewTokens/)
   })
 })
