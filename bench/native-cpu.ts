@@ -102,7 +102,7 @@ async function main(): Promise<void> {
   tiny.dispose()
   const bigCfg = loadConfig('qwen3-50m')
   const big = await createModel({ config: bigCfg, seed: 1 })
-  const b = await measure('~50M (qwen3-50m)', big, batch(1, 64, 48, bigCfg.vocab_size, 2), 4, 16, 2)
+  const b = await measure('~50M (qwen3-50m)', big, batch(2, 64, 48, bigCfg.vocab_size, 2), 4, 16, 5)
   big.dispose()
   const f = (x: number) => x.toFixed(1)
   console.log(
