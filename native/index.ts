@@ -30,7 +30,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { type ErrCode, fail, isErrCode } from '../runtime/errors.ts'
 import { eosIds, type HfQwen3Config, type NativeModelConfig, readHfConfig, toNativeConfig } from './config.ts'
-import { checkpointTensors, type TensorLocation } from './safetensors.ts'
+import { checkpointTensors, readSafetensorsFile, type TensorLocation } from './safetensors.ts'
 
 export type { HfQwen3Config, NativeModelConfig } from './config.ts'
 export { eosIds, readHfConfig, toNativeConfig } from './config.ts'
@@ -249,6 +249,11 @@ interface NativeModel {
   ): Promise<Generation[]>
   save(dir: string, opts: { dtype: SaveDtype; maxShardBytes: number }): Promise<string[]>
   parameters(): Promise<Record<string, Float32Array | Float64Array>>
+  saveState(path: string): Promise<void>
+  loadState(
+    tensors: TensorLocation[],
+    meta: { step: number; rank: number; worldSize: number; numParams: number },
+  ): Promise<void>
   setParameter(name: string, data: Float32Array | Float64Array): void
   dispose(): void
 }
@@ -473,6 +478,41 @@ export class Model {
     return call(() => this.#h.parameters())
   }
 
+  /**
+   * Writes this rank's training state — its shard of the master weights, the AdamW moments and the
+   * optimizer step — to `<dir>/optimizer-rank<r>-of-<W>.safetensors` (dir created if missing). Every rank
+   * calls it (it is not collective). With save() it makes a complete checkpoint: loadModel +
+   * loadOptimizerState continues training exactly. Resolves with the file name.
+   */
+  saveOptimizerState(dir: string): Promise<string> {
+    return call(async () => {
+      mkdirSync(dir, { recursive: true })
+      const name = optimizerFile(this.rank, this.worldSize)
+      await this.#h.saveState(join(dir, name))
+      return name
+    })
+  }
+
+  /**
+   * Restores what saveOptimizerState wrote for this rank (same model config and world size; the master
+   * weights in it replace the current ones). TRN_ERR_CHECKPOINT when it does not match.
+   */
+  loadOptimizerState(dir: string): Promise<void> {
+    return call(async () => {
+      const { tensors, metadata } = readSafetensorsFile(join(dir, optimizerFile(this.rank, this.worldSize)))
+      if (metadata.format !== 'trn-optimizer') {
+        throw fail('TRN_ERR_CHECKPOINT', `${dir}: not an optimizer state file (format ${metadata.format})`)
+      }
+      const meta = {
+        step: Number(metadata.step),
+        rank: Number(metadata.rank),
+        worldSize: Number(metadata.world_size),
+        numParams: Number(metadata.num_params),
+      }
+      await this.#h.loadState(tensors, meta)
+    })
+  }
+
   /** Overwrite one parameter (full value, same on every rank; each keeps its shard). Synchronous. */
   setParameter(name: string, data: Float32Array | Float64Array): void {
     try {
@@ -490,6 +530,10 @@ export class Model {
       throw coded(e)
     }
   }
+}
+
+function optimizerFile(rank: number, worldSize: number): string {
+  return `optimizer-rank${rank}-of-${worldSize}.safetensors`
 }
 
 export interface CreateModelOptions {

@@ -22,6 +22,14 @@ const MAX_HEADER = 100 * 1024 * 1024
 
 /** Parses one file's header. TRN_ERR_CHECKPOINT on anything malformed. */
 export function readSafetensorsHeader(file: string): TensorLocation[] {
+  return readSafetensorsFile(file).tensors
+}
+
+/** One file's tensors and its `__metadata__` (string → string). */
+export function readSafetensorsFile(file: string): {
+  tensors: TensorLocation[]
+  metadata: Record<string, string>
+} {
   let fd: number
   try {
     fd = openSync(file, 'r')
@@ -45,8 +53,14 @@ export function readSafetensorsHeader(file: string): TensorLocation[] {
       throw fail('TRN_ERR_CHECKPOINT', `${file}: header is not JSON`, { file }, e)
     }
     const out: TensorLocation[] = []
+    const metadata: Record<string, string> = {}
     for (const [name, v] of Object.entries(json)) {
-      if (name === '__metadata__') continue
+      if (name === '__metadata__') {
+        for (const [k, x] of Object.entries((v ?? {}) as Record<string, unknown>)) {
+          if (typeof x === 'string') metadata[k] = x
+        }
+        continue
+      }
       const t = v as { dtype?: unknown; shape?: unknown; data_offsets?: unknown }
       const offs = t.data_offsets
       if (
@@ -68,7 +82,7 @@ export function readSafetensorsHeader(file: string): TensorLocation[] {
         nbytes: offs[1] - offs[0],
       })
     }
-    return out
+    return { tensors: out, metadata }
   } finally {
     closeSync(fd)
   }

@@ -386,6 +386,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                         InstanceMethod("gradients", &ModelWrap::Gradients), InstanceMethod("ppoStep", &ModelWrap::PpoStep),
                         InstanceMethod("generate", &ModelWrap::Generate), InstanceMethod("save", &ModelWrap::Save),
                         InstanceMethod("parameters", &ModelWrap::Parameters),
+                        InstanceMethod("saveState", &ModelWrap::SaveState),
+                        InstanceMethod("loadState", &ModelWrap::LoadState),
                         InstanceMethod("setParameter", &ModelWrap::SetParameter),
                         InstanceMethod("dispose", &ModelWrap::Dispose)});
   }
@@ -575,6 +577,89 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
             for (size_t i = 0; i < vals->size(); i++) o.Set(m->store.specs()[i].name, fromTensor(env, (*vals)[i]));
             return o;
           });
+    });
+  }
+
+  // saveState(path): this rank's master shard, AdamW moments and step, one safetensors file.
+  Napi::Value SaveState(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+      TRN_CHECK(model_, "TRN_ERR_DISPOSED", "the model was disposed");
+      TRN_CHECK(info[0].IsString(), "TRN_ERR_ARG", "saveState(path): path must be a string");
+      std::string path = info[0].As<Napi::String>().Utf8Value();
+      auto m = begin();
+      return queue(
+          info,
+          [=] {
+            auto& st = m->store;
+            writeSafetensorsFile(path, {"master", "exp_avg", "exp_avg_sq"}, {st.master(), st.expAvg(), st.expAvgSq()},
+                                 {{"format", "trn-optimizer"},
+                                  {"step", std::to_string(st.step)},
+                                  {"rank", std::to_string(st.rank())},
+                                  {"world_size", std::to_string(st.worldSize())},
+                                  {"num_params", std::to_string(st.numParams())},
+                                  {"dtype", dtypeName(st.dtype())}});
+          },
+          nullptr);
+    });
+  }
+
+  // loadState(tensors: TensorLocation[], meta: {step, rank, worldSize, numParams})
+  Napi::Value LoadState(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+      TRN_CHECK(model_, "TRN_ERR_DISPOSED", "the model was disposed");
+      TRN_CHECK(info[0].IsArray(), "TRN_ERR_ARG", "tensors must be an array");
+      auto arr = info[0].As<Napi::Array>();
+      auto meta = obj(info[1], "meta");
+      auto& st = model_->store;
+      const int64_t step = integer(meta, "step", -1);
+      TRN_CHECK(step >= 0, "TRN_ERR_CHECKPOINT", "optimizer state has no step");
+      TRN_CHECK(integer(meta, "worldSize", -1) == st.worldSize() && integer(meta, "rank", -1) == st.rank(),
+                "TRN_ERR_CHECKPOINT",
+                "optimizer state is of rank " + std::to_string(integer(meta, "rank", -1)) + " of " +
+                    std::to_string(integer(meta, "worldSize", -1)) + ", this model is rank " + std::to_string(st.rank()) +
+                    " of " + std::to_string(st.worldSize()));
+      TRN_CHECK(integer(meta, "numParams", -1) == st.numParams(), "TRN_ERR_CHECKPOINT",
+                "optimizer state is for a model of " + std::to_string(integer(meta, "numParams", -1)) +
+                    " parameters, this one has " + std::to_string(st.numParams()));
+      std::vector<TensorLocation> locs;
+      for (uint32_t i = 0; i < arr.Length(); i++) {
+        auto o = obj(arr.Get(i), "tensors[" + std::to_string(i) + "]");
+        TensorLocation l;
+        l.name = str(o, "name", "");
+        l.file = str(o, "file", "");
+        l.dtype = str(o, "dtype", "");
+        l.offset = integer(o, "offset", 0);
+        l.nbytes = integer(o, "nbytes", 0);
+        auto sh = o.Get("shape");
+        TRN_CHECK(sh.IsArray(), "TRN_ERR_ARG", "tensors[" + std::to_string(i) + "].shape must be an array");
+        for (uint32_t d = 0; d < sh.As<Napi::Array>().Length(); d++)
+          l.shape.push_back(sh.As<Napi::Array>().Get(d).ToNumber().Int64Value());
+        locs.push_back(std::move(l));
+      }
+      auto m = begin();
+      return queue(
+          info,
+          [=] {
+            at::NoGradGuard ng;
+            auto& st = m->store;
+            std::vector<at::Tensor> vals(3);
+            const char* names[3] = {"master", "exp_avg", "exp_avg_sq"};
+            for (auto& l : locs)
+              for (int k = 0; k < 3; k++)
+                if (l.name == names[k]) {
+                  TRN_CHECK(l.shape.size() == 1 && l.shape[0] == st.master().numel(), "TRN_ERR_CHECKPOINT",
+                            l.name + " has shape " + shapeStr(l.shape) + ", this rank's shard has " +
+                                std::to_string(st.master().numel()) + " elements");
+                  vals[k] = readTensor(l);
+                }
+            for (int k = 0; k < 3; k++)
+              TRN_CHECK(vals[k].defined(), "TRN_ERR_CHECKPOINT", std::string("optimizer state lacks ") + names[k]);
+            st.master().copy_(vals[0]);
+            st.expAvg().copy_(vals[1]);
+            st.expAvgSq().copy_(vals[2]);
+            st.step = step;
+          },
+          nullptr);
     });
   }
 

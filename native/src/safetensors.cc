@@ -54,7 +54,35 @@ void writeFile(const std::string& path, const std::string& header, const std::ve
   TRN_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "TRN_ERR_CHECKPOINT", "cannot rename " + tmp + " to " + path);
 }
 
+std::string headerFor(const std::vector<std::string>& names, const std::vector<at::Tensor>& parts,
+                      const std::vector<std::pair<std::string, std::string>>& metadata) {
+  std::string header = "{\"__metadata__\":{";
+  for (size_t i = 0; i < metadata.size(); i++)
+    header += (i ? "," : "") + jsonString(metadata[i].first) + ":" + jsonString(metadata[i].second);
+  header += "}";
+  int64_t off = 0;
+  for (size_t i = 0; i < parts.size(); i++) {
+    const auto& t = parts[i];
+    int64_t nb = t.numel() * t.element_size();
+    header += "," + jsonString(names[i]) + ":{\"dtype\":\"" + toStDtype(t.scalar_type()) + "\",\"shape\":[";
+    for (int64_t d = 0; d < t.dim(); d++) header += (d ? "," : "") + std::to_string(t.size(d));
+    header += "],\"data_offsets\":[" + std::to_string(off) + "," + std::to_string(off + nb) + "]}";
+    off += nb;
+  }
+  header += "}";
+  while ((header.size() + 8) % 8 != 0) header += ' ';  // data starts 8-byte aligned
+  return header;
+}
+
 }  // namespace
+
+void writeSafetensorsFile(const std::string& path, const std::vector<std::string>& names,
+                          const std::vector<at::Tensor>& tensors,
+                          const std::vector<std::pair<std::string, std::string>>& metadata) {
+  std::vector<at::Tensor> parts;
+  for (auto& t : tensors) parts.push_back(t.detach().to(at::kCPU).contiguous());
+  writeFile(path, headerFor(names, parts, metadata), parts);
+}
 
 at::Tensor readTensor(const TensorLocation& loc) {
   auto dt = fromStDtype(loc.dtype);
@@ -75,7 +103,7 @@ at::Tensor readTensor(const TensorLocation& loc) {
 std::vector<std::string> writeSafetensors(const std::string& dir, const std::vector<std::string>& names,
                                           const std::vector<at::Tensor>& tensors, at::ScalarType dtype,
                                           int64_t maxShardBytes) {
-  const std::string st = toStDtype(dtype);
+  toStDtype(dtype);  // TRN_ERR_ARG for dtypes safetensors cannot hold
   std::vector<at::Tensor> conv;
   for (auto& t : tensors) conv.push_back(t.detach().to(at::kCPU).to(dtype).contiguous());
   // Greedy shard plan in parameter order.
@@ -95,21 +123,15 @@ std::vector<std::string> writeSafetensors(const std::string& dir, const std::vec
     char buf[64];
     std::snprintf(buf, sizeof buf, "model-%05zu-of-%05zu.safetensors", s + 1, n);
     std::string fname = n == 1 ? "model.safetensors" : buf;
-    std::string header = "{\"__metadata__\":{\"format\":\"pt\"}";
-    int64_t off = 0;
+    std::vector<std::string> shardNames;
     std::vector<at::Tensor> parts;
     for (auto i : shards[s]) {
-      int64_t nb = conv[i].numel() * conv[i].element_size();
-      header += "," + jsonString(names[i]) + ":{\"dtype\":\"" + st + "\",\"shape\":[";
-      for (int64_t d = 0; d < conv[i].dim(); d++) header += (d ? "," : "") + std::to_string(conv[i].size(d));
-      header += "],\"data_offsets\":[" + std::to_string(off) + "," + std::to_string(off + nb) + "]}";
-      off += nb;
-      totalSize += nb;
+      totalSize += conv[i].numel() * conv[i].element_size();
+      shardNames.push_back(names[i]);
       parts.push_back(conv[i]);
       weightMap += (weightMap.empty() ? "" : ",\n    ") + jsonString(names[i]) + ": " + jsonString(fname);
     }
-    header += "}";
-    while ((header.size() + 8) % 8 != 0) header += ' ';  // data starts 8-byte aligned
+    std::string header = headerFor(shardNames, parts, {{"format", "pt"}});
     writeFile(dir + "/" + fname, header, parts);
     files.push_back(fname);
   }

@@ -31,4 +31,9 @@ std::vector<std::string> writeSafetensors(const std::string& dir, const std::vec
                                           const std::vector<at::Tensor>& tensors, at::ScalarType dtype,
                                           int64_t maxShardBytes);
 
+/** Write one file: tensors as they are (CPU, contiguous), with string metadata. Temp file + rename. */
+void writeSafetensorsFile(const std::string& path, const std::vector<std::string>& names,
+                          const std::vector<at::Tensor>& tensors,
+                          const std::vector<std::pair<std::string, std::string>>& metadata);
+
 }  // namespace trn
