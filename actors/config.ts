@@ -11,6 +11,7 @@
  */
 import { busSchema } from '../runtime/bus-config.ts'
 import { type ConfigOf, c } from '../runtime/config.ts'
+import { schedulerSchema } from '../runtime/scheduler/config.ts'
 import { engineSchema } from './engine/config.ts'
 import { defaults as proxyDefaults, validate as validateProxy } from './proxy/config.ts'
 import { defaults as tau2Defaults, validate as validateTau2 } from './rollout/tau2/config.ts'
@@ -26,11 +27,7 @@ export const runSchema = c.obj({
     doc: 'inference and training pools, e.g. embedded:d1+archon:d2 or sglang:d4t2+archon:d4p1t2',
   }),
   total_train_steps: c.int(10, { min: 1, doc: 'PPO steps (policy versions) to train' }),
-  scheduler: c.obj({
-    type: c.enum(['local', 'slurm'], 'local', {
-      doc: 'local: child processes here; slurm: not implemented yet',
-    }),
-  }),
+  scheduler: schedulerSchema,
   cluster: c.obj({
     n_nodes: c.int(1, { min: 1 }),
     n_gpus_per_node: c.int(0, { min: 0, doc: '0 = CPU only' }),

@@ -1,14 +1,18 @@
 /**
  * bin/launch CONFIG.yaml [key.path=value …] — train with asynchronous PPO.
  *
- * Plans processes from allocation_mode, starts them (scheduler.type=local: child processes supervised
- * here), runs the controller's training loop in this process, shows a progress bar of steps with reward
- * and throughput, and writes everything under <fileroot>/<experiment_name>/<trial_name>/:
+ * Plans processes from allocation_mode (runtime/scheduler/plan.ts), starts them through the scheduler
+ * (local: child processes supervised here; slurm: this command submits one sbatch job and follows it,
+ * and bin/launch inside the allocation starts every role as a supervised srun step), runs the
+ * controller's training loop, shows a progress bar of steps with reward and throughput, and writes
+ * everything under <fileroot>/<experiment_name>/<trial_name>/:
  *   config.json       the resolved config every actor reads     controller.addr   for bin/ps, tap, send
  *   metrics.jsonl     one line per step                          logs/<role>-<i>.log
  *   weights/v<N>/     published HF safetensors per version       checkpoints/step-<N>/
  * With recover.mode=auto (default) a relaunch continues from the newest complete checkpoint.
- * Ctrl-C stops after the current step (twice: at once); a failure exits non-zero with a one-line reason.
+ * Ctrl-C stops after the current step (twice: at once; under Slurm it cancels the job); a failure exits
+ * non-zero with a one-line reason. The controller also answers ctl:spawn (bin/add-rollout: more rollout
+ * actors join the running job) and ctl:drain (bin/drain-rollout: one leaves after its groups finish).
  */
 import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
@@ -19,7 +23,6 @@ import { type ControllerState, type StepMetrics, TrainingLoop } from '../actors/
 import { dataDirOf } from '../actors/rollout/tau2/config.ts'
 import { loadTasks } from '../actors/rollout/tau2/data.ts'
 import { Actor } from '../runtime/actor.ts'
-import { parseAllocation, plan } from '../runtime/allocation.ts'
 import { toBusConfig } from '../runtime/bus-config.ts'
 import { loadConfig } from '../runtime/config.ts'
 import { Directory } from '../runtime/directory.ts'
@@ -27,9 +30,12 @@ import { fail } from '../runtime/errors.ts'
 import { writeJobAddress } from '../runtime/job.ts'
 import { createLogger } from '../runtime/log.ts'
 import { Progress } from '../runtime/progress.ts'
-import { type ChildSpec, linkDirectory, Supervisor } from '../runtime/supervisor.ts'
-
-const MAIN = resolve(import.meta.dirname, '../actors/main.ts')
+import { localScheduler, type Scheduler } from '../runtime/scheduler/local.ts'
+import { type JobPlan, planJob, type RoleProcess, rolloutProcess } from '../runtime/scheduler/plan.ts'
+import { waitHealthy } from '../runtime/scheduler/servers.ts'
+import { submitAndFollow } from '../runtime/scheduler/slurm-job.ts'
+import { slurmStepScheduler } from '../runtime/scheduler/slurm-steps.ts'
+import { linkDirectory, Supervisor } from '../runtime/supervisor.ts'
 
 /** The newest checkpoint with a controller.json (a complete one). */
 function latestCheckpoint(runDir: string): { dir: string; state: ControllerState } | undefined {
@@ -44,67 +50,18 @@ function latestCheckpoint(runDir: string): { dir: string; state: ControllerState
   return { dir, state: JSON.parse(readFileSync(join(dir, 'controller.json'), 'utf8')) as ControllerState }
 }
 
-interface Job {
-  cfg: RunConfig
-  runDir: string
-  specs: ChildSpec[]
-  trainerHead: string
-}
+/** Inside a Slurm allocation started by our own batch script (then roles are srun steps). */
+const insideSlurm = () => process.env.AREAL_SLURM_INSIDE === '1' && !!process.env.SLURM_JOB_ID
 
-/** Turn the config into process specs (local scheduler). */
-function planJob(
-  cfg: RunConfig,
-  runDir: string,
-  configPath: string,
-  ctlAddr: string,
-  resumeFrom?: string,
-): Job {
-  const alloc = parseAllocation(cfg.allocation_mode)
-  const procs = plan(alloc, { nNodes: cfg.cluster.n_nodes, nGpusPerNode: cfg.cluster.n_gpus_per_node })
-  if (!alloc.training)
-    throw fail('CFG_ERR_VALUE', `allocation_mode ${cfg.allocation_mode}: no training pool (archon:…)`)
-  if (alloc.inference && alloc.inference.backend !== 'embedded')
-    throw fail(
-      'CFG_ERR_VALUE',
-      `allocation_mode: ${alloc.inference.backend} servers are started by the Slurm scheduler (not implemented yet); use embedded:dN`,
-    )
-  const base = { command: process.execPath, cwd: process.cwd() }
-  const env = (id: string, extra: Record<string, string> = {}) => ({
-    AREAL_CONFIG: configPath,
-    AREAL_CONTROLLER: ctlAddr,
-    AREAL_ACTOR_ID: id,
-    GLIBC_TUNABLES: process.env.GLIBC_TUNABLES ?? 'glibc.malloc.hugetlb=1',
-    ...extra,
-  })
-  const specs: ChildSpec[] = []
-  const log = (id: string) => join(runDir, 'logs', `${id.replace('/', '-')}.log`)
-  const add = (id: string, role: string, extra: Record<string, string> = {}) =>
-    specs.push({
-      ...base,
-      id,
-      role,
-      args: [...process.execArgv, MAIN, role],
-      env: env(id, extra),
-      logFile: log(id),
-    })
-  const engines = procs.filter((p) => p.role === 'engine').map((p) => `engine/${p.rank}`)
-  const trainers = procs.filter((p) => p.role === 'trainer')
-  for (const p of trainers)
-    add(`trainer/${p.rank}`, 'trainer', {
-      AREAL_RANK: String(p.rank),
-      AREAL_WORLD_SIZE: String(trainers.length),
-      AREAL_RDZV: join(runDir, `rdzv-${Date.now()}`),
-      ...(resumeFrom ? { AREAL_RESUME_FROM: join(resumeFrom, 'trainer') } : {}),
-    })
-  for (const e of engines) add(e, 'engine')
-  for (let i = 0; i < cfg.proxy_replicas; i++) {
-    const mine = engines.filter((_, j) => j % cfg.proxy_replicas === i)
-    add(`proxy/${i}`, 'proxy', {
-      AREAL_ENGINES: JSON.stringify(mine.map((actor) => ({ kind: 'embedded', actor }))),
-    })
-  }
-  for (let i = 0; i < cfg.rollout.workers; i++) add(`rollout/${i}`, 'rollout')
-  return { cfg, runDir, specs, trainerHead: 'trainer/0' }
+/**
+ * Across nodes, actors must reach each other: loopback binds become every-interface binds (advertised
+ * under the host name).
+ */
+function forCluster(cfg: RunConfig): RunConfig {
+  if (cfg.scheduler.type !== 'slurm' || cfg.cluster.n_nodes <= 1) return cfg
+  const bind = cfg.bus.bind.replace('//127.0.0.1:', '//0.0.0.0:').replace('//localhost:', '//0.0.0.0:')
+  const host = ['127.0.0.1', 'localhost'].includes(cfg.proxy.host) ? '0.0.0.0' : cfg.proxy.host
+  return { ...cfg, bus: { ...cfg.bus, bind }, proxy: { ...cfg.proxy, host } }
 }
 
 async function main(): Promise<number> {
@@ -112,13 +69,25 @@ async function main(): Promise<number> {
   if (!args[0] || args[0].includes('='))
     throw fail('CFG_ERR_FILE', 'usage: bin/launch CONFIG.yaml [key.path=value …]')
   const file = args.shift()!
-  const cfg = loadConfig(runSchema, { file, overrides: args })
-  if (cfg.scheduler.type !== 'local')
-    throw fail('CFG_ERR_VALUE', 'scheduler.type=slurm is not implemented yet (issue 7); use local')
+  const cfg = forCluster(loadConfig(runSchema, { file, overrides: args }))
   const runDir = resolve(cfg.fileroot, cfg.experiment_name, cfg.trial_name)
   mkdirSync(join(runDir, 'logs'), { recursive: true })
   const configPath = join(runDir, 'config.json')
   writeFileSync(configPath, `${JSON.stringify(cfg, null, 2)}\n`)
+  if (cfg.scheduler.type === 'slurm' && !insideSlurm())
+    return submitAndFollow({
+      slurm: cfg.scheduler.slurm,
+      jobName: cfg.scheduler.slurm.job_name || `areal-${cfg.experiment_name}-${cfg.trial_name}`,
+      runDir,
+      configPath,
+      nNodes: cfg.cluster.n_nodes,
+      nGpusPerNode: cfg.cluster.n_gpus_per_node,
+      cwd: process.cwd(),
+    })
+  return runController(cfg, runDir, configPath)
+}
+
+async function runController(cfg: RunConfig, runDir: string, configPath: string): Promise<number> {
   const log = createLogger({
     level: cfg.log_level,
     file: join(runDir, 'logs', 'controller.log'),
@@ -133,10 +102,10 @@ async function main(): Promise<number> {
     rollout: { restart: 'transient', intensity: 3, periodMs: 60000 },
     proxy: { restart: 'transient', intensity: 3, periodMs: 60000 },
     engine: { restart: 'transient', intensity: 3, periodMs: 60000 },
+    server: { restart: 'temporary', intensity: 0, periodMs: 60000 },
     trainer: { restart: 'temporary', intensity: 0, periodMs: 60000 },
   })
   let loop: TrainingLoop | undefined
-  let job: Job | undefined
   let failure: Error | undefined
   const failWith = (e: Error) => {
     failure ??= e
@@ -146,8 +115,13 @@ async function main(): Promise<number> {
   dir.start()
   linkDirectory(sup, dir)
   writeJobAddress(runDir, ctl.addr)
+  const jobEnv = { runDir, configPath, controller: ctl.addr }
+  const sched: Scheduler =
+    cfg.scheduler.type === 'slurm'
+      ? slurmStepScheduler(jobEnv, cfg.scheduler.slurm, cfg.cluster.n_gpus_per_node)
+      : localScheduler(jobEnv, cfg.cluster.n_gpus_per_node, cfg.cluster.n_nodes)
   process.stderr.write(
-    `launch: controller ${ctl.addr} · run dir ${runDir}${resume ? ` · resuming at step ${resume.state.step}` : ''}\n`,
+    `launch: controller ${ctl.addr} · run dir ${runDir} · scheduler ${sched.type}${resume ? ` · resuming at step ${resume.state.step}` : ''}\n`,
   )
 
   let interrupts = 0
@@ -156,7 +130,16 @@ async function main(): Promise<number> {
     process.stderr.write('\nlaunch: stopping after the current step (Ctrl-C again to stop now)\n')
     loop?.stop()
   })
-  job = planJob(cfg, runDir, configPath, ctl.addr, resume?.dir)
+  const job: JobPlan = planJob(cfg, { runDir, hosts: sched.hosts, resumeFrom: resume?.dir })
+  /** every process started, in start order (the plan's, then those joined through ctl:spawn) */
+  const started: RoleProcess[] = []
+  const exited = new Map<string, string>()
+  sup.on('exit', (e) => exited.set(e.id, e.signal ? `killed by ${e.signal}` : `exited with code ${e.code}`))
+  const start = (p: RoleProcess) => {
+    exited.delete(p.id)
+    sup.start(sched.spec(p))
+    started.push(p)
+  }
   sup.on('giveup', (e) => failWith(e.error))
   dir.on('down', (e, reason, cause) => {
     if (e.role === 'trainer' && cause !== 'unregister')
@@ -164,35 +147,98 @@ async function main(): Promise<number> {
     loop?.poke()
   })
   dir.on('up', () => loop?.poke())
+  /** resolves once these actors registered; rejects when one exits first */
+  const registered = (ids: string[], timeoutMs = 600_000) =>
+    new Promise<void>((res, rej) => {
+      const want = new Set(ids.filter((id) => dir.get(id)?.state !== 'alive'))
+      const done = (err?: Error) => {
+        clearTimeout(timer)
+        dir.off('up', onUp)
+        sup.off('exit', onExit)
+        if (err) rej(err)
+        else res()
+      }
+      const onUp = (e: { id: string }) => {
+        want.delete(e.id)
+        if (want.size === 0) done()
+      }
+      const onExit = (e: { id: string; abnormal: boolean; signal: string | null; code: number | null }) => {
+        if (want.has(e.id) && e.abnormal)
+          done(
+            fail(
+              'RT_ERR_SPAWN',
+              `${e.id} exited (${e.signal ?? e.code}) before registering; see ${join(runDir, 'logs')}`,
+            ),
+          )
+      }
+      const timer = setTimeout(
+        () => done(fail('RT_ERR_SPAWN', `${[...want].join(', ')} did not register within ${timeoutMs} ms`)),
+        timeoutMs,
+      )
+      if (want.size === 0) return done()
+      dir.on('up', onUp)
+      sup.on('exit', onExit)
+    })
+
+  // --- joining and leaving rollout actors (bin/add-rollout, bin/drain-rollout) ---
+  let nextRollout = cfg.rollout.workers
+  const draining = new Set<string>()
+  const groupsBy = new Map<string, number>()
+  ctl.handle({
+    'ctl:spawn': async (b) => {
+      if (b.n < 1 || b.n > 256) throw fail('CFG_ERR_VALUE', `ctl:spawn n=${b.n}: expected 1..256`)
+      const procs = Array.from({ length: b.n }, () => rolloutProcess(nextRollout++))
+      for (const p of procs) start(p)
+      await registered(
+        procs.map((p) => p.id),
+        120_000,
+      )
+      log.info({ ids: procs.map((p) => p.id) }, 'rollout actors joined')
+      return { ids: procs.map((p) => p.id) }
+    },
+    'ctl:drain': async (b) => {
+      const e = dir.get(b.id)
+      if (e?.role !== 'rollout' || e.state !== 'alive')
+        throw fail('RT_ERR_NO_ACTOR', `${b.id} is not a live rollout actor`)
+      draining.add(b.id)
+      try {
+        // no new groups go there; the ones it runs finish and come back through their own replies
+        const { completed } = await ctl.ask(
+          b.id,
+          'rollout:drain',
+          {},
+          { timeoutMs: cfg.rollout.episode_timeout_s * 2000 },
+        )
+        await sup.stop(b.id, 10_000)
+        dir.markDead(b.id, 'drained', 'unregister')
+        log.info({ id: b.id, completed }, 'rollout actor drained and removed')
+        return { id: b.id, completed }
+      } finally {
+        draining.delete(b.id)
+      }
+    },
+  })
 
   try {
-    const up = new Promise<void>((res) => {
-      const want = new Set(job.specs.map((s) => s.id))
-      dir.on('up', (e) => {
-        want.delete(e.id)
-        if (want.size === 0) res()
-      })
-    })
-    for (const s of job.specs) sup.start(s)
-    const bar0 = new Progress('starting actors', job.specs.length)
+    const servers = job.procs.filter((p) => p.role === 'server')
+    const actors = job.procs.filter((p) => p.role !== 'server')
+    const bar0 = new Progress('starting actors', actors.length)
     dir.on('up', () => bar0.tick())
+    const giveup = new Promise<never>((_, rej) => sup.once('giveup', (e) => rej(e.error)))
+    giveup.catch(() => {})
+    // inference servers first: the proxies need them answering
+    for (const p of servers) start(p)
     await Promise.race([
-      up,
-      new Promise((_, rej) => sup.once('giveup', (e) => rej(e.error))),
-      new Promise((_, rej) =>
-        sup.on(
-          'exit',
-          (e) =>
-            e.abnormal &&
-            rej(
-              fail(
-                'RT_ERR_SPAWN',
-                `${e.id} exited (${e.signal ?? e.code}) before registering; see ${join(runDir, 'logs')}`,
-              ),
-            ),
+      giveup,
+      Promise.all(
+        servers.map((p) =>
+          waitHealthy(p.url!, cfg.scheduler.servers.start_timeout_s * 1000, () => exited.get(p.id)),
         ),
       ),
     ])
+    const up = registered(actors.map((p) => p.id))
+    for (const p of actors) start(p)
+    await Promise.race([up, giveup])
     bar0.finish()
 
     const ops = busOps({
@@ -202,6 +248,15 @@ async function main(): Promise<number> {
       groupTimeoutMs: cfg.rollout.episode_timeout_s * 2000,
       stepTimeoutMs: 3600_000,
     })
+    // a draining rollout actor gets no new groups; completed groups are counted per rollout actor
+    const live = ops.rollouts
+    ops.rollouts = () => live().filter((id) => !draining.has(id))
+    const runGroup = ops.runGroup
+    ops.runGroup = async (rollout, req) => {
+      const res = await runGroup(rollout, req)
+      groupsBy.set(rollout, (groupsBy.get(rollout) ?? 0) + 1)
+      return res
+    }
     const dataset = new TaskDataset(taskIds, cfg.seed, cfg.train_dataset.shuffle)
     const bar = new Progress('train', cfg.total_train_steps)
     const curve: number[] = []
@@ -224,6 +279,8 @@ async function main(): Promise<number> {
       ops,
       log,
       (m: StepMetrics) => {
+        // groups each rollout actor completed so far (actors that joined or left included)
+        m.groups_by_rollout = Object.fromEntries(groupsBy)
         appendFileSync(join(runDir, 'metrics.jsonl'), `${JSON.stringify(m)}\n`)
         curve.push(m.reward_mean as number)
         bar.set(
@@ -261,8 +318,8 @@ async function main(): Promise<number> {
   } finally {
     loop?.stop()
     // stop in dependency order: no new episodes, then the HTTP front, then engines and trainers
-    for (const role of ['rollout', 'proxy', 'engine', 'trainer'])
-      await Promise.all(job?.specs.filter((s) => s.role === role).map((s) => sup.stop(s.id, 5000)) ?? [])
+    for (const role of ['rollout', 'proxy', 'engine', 'server', 'trainer'])
+      await Promise.all(started.filter((p) => p.role === role).map((p) => sup.stop(p.id, 5000)))
     await sup.stopAll(5000)
     dir.stop()
     await ctl.stop('done', 500)

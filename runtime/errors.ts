@@ -353,6 +353,27 @@ export const catalogue = {
     message: 'a trainer rank did not take part in a collective call',
     hint: 'every rank of trainer.world_size must be running and registered; see the rank logs',
   },
+  // --- launcher and schedulers (bin/launch, runtime/scheduler/) ----------------------------------------
+  LCH_ERR_SLURM: {
+    status: 500,
+    message: 'Slurm is not usable here',
+    hint: 'install the Slurm client commands (sbatch, squeue, scancel, scontrol) and check SLURM_CONF / munge',
+  },
+  LCH_ERR_SUBMIT: {
+    status: 500,
+    message: 'sbatch refused the job',
+    hint: 'check scheduler.slurm.partition/account/time_limit/extra_sbatch against the cluster (sbatch says why)',
+  },
+  LCH_ERR_JOB: {
+    status: 500,
+    message: 'the Slurm job ended without the launcher inside it reporting',
+    hint: 'it was cancelled, timed out or lost a node; read <run dir>/logs/controller.err and slurm state',
+  },
+  LCH_ERR_SERVER: {
+    status: 503,
+    message: 'an inference server did not become healthy',
+    hint: 'read <run dir>/logs/server-<i>.log; raise scheduler.servers.start_timeout_s for big models',
+  },
   // --- embedded engine (actors/engine/) --------------------------------------------------------------
   ENG_ERR_BAD_REQUEST: {
     status: 400,

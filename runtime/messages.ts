@@ -215,6 +215,12 @@ export const asks = {
   /** stop taking work; reply once in-flight groups are done */
   'rollout:drain': [obj({}), obj({ completed: int })],
 
+  // --- controller control (bin/add-rollout, bin/drain-rollout) ---
+  /** start n more actors of a role in the running job (local: processes; Slurm: srun steps); reply once registered */
+  'ctl:spawn': [obj({ role: lit('rollout'), n: int }), obj({ ids: arr(str) })],
+  /** stop dispatching to a rollout actor, let its in-flight groups finish and count, then stop it */
+  'ctl:drain': [obj({ id: str }), obj({ id: str, completed: int })],
+
   // --- trainer (actors/trainer.ts; rank 0 is the head) ---
   /** one PPO step over these groups (data fetched from proxies by reference); returns stats */
   'trainer:step': [
