@@ -76,8 +76,8 @@ class Model {
 
   /**
    * Backward of a loss that depends on the per-token log-probs only through `gradLogprobs` ([T], d loss /
-   * d logprob[i]): recomputes logits chunk by chunk so the [T × V] logits never exist at once.
-   * Accumulates into parameter .grad and into `hidden`'s graph.
+   * d logprob[i]): recomputes logits chunk by chunk so the [T × V] logits never exist at once, adds the
+   * head's gradient in place into its .grad, and back-propagates d loss / d hidden through `hidden`'s graph.
    */
   void backwardThroughScores(const Weights& w, const at::Tensor& hidden, const PackedBatch& b, double temperature,
                              const at::Tensor& gradLogprobs) const;
