@@ -185,6 +185,25 @@ describe('when calls or inputs are wrong', () => {
     expect((await first).logprobs.length).to.equal(64)
   })
 
+  it('should keep the JS event loop running while a call works off the thread', async () => {
+    const b = packed([64, 64, 64, 64], 64, 2)
+    const call = model.logprobs(b)
+    let turns = 0
+    const spin = async () => {
+      // each await of setImmediate is one full event-loop turn, possible only if the JS thread is free
+      while (
+        !(await Promise.race([
+          call.then(() => true),
+          new Promise<false>((r) => setImmediate(() => r(false))),
+        ]))
+      )
+        turns++
+    }
+    await spin()
+    expect(turns).to.be.greaterThan(0)
+    expect((await call).logprobs.length).to.equal(256)
+  })
+
   it('should reject calls after dispose with TRN_ERR_DISPOSED', async () => {
     model.dispose()
     const err = await model.logprobs(packed([3], 64, 1)).catch((e) => e)
