@@ -1,5 +1,11 @@
 import { expect } from 'chai'
-import { createModel, type Model, type PpoLossConfig, type PpoMicroBatch } from '../../native/index.ts'
+import {
+  createModel,
+  type HfQwen3Config,
+  type Model,
+  type PpoLossConfig,
+  type PpoMicroBatch,
+} from '../../native/index.ts'
 import { debugConfig, microBatch, rng } from './helpers.ts'
 
 // Central differences in float64: truncation error ~h²·f''' ≈ 1e-12 and rounding ≈ 1e-16/h ≈ 1e-10 for
@@ -9,12 +15,13 @@ const H = 1e-6
 const REL = 1e-6
 const ABS = 1e-8
 
-const variants = [
+const variants: { name: string; over: Partial<HfQwen3Config>; loss?: PpoLossConfig }[] = [
   {
     name: 'untied head and attention biases',
     over: { vocab_size: 64, tie_word_embeddings: false, attention_bias: true },
   },
   { name: 'tied embeddings', over: { vocab_size: 64 } },
+  { name: 'tied embeddings, sequence-level ratio', over: { vocab_size: 64 }, loss: { sequenceLevel: true } },
 ]
 
 async function lossAt(model: Model, mbs: PpoMicroBatch[], cfg: PpoLossConfig): Promise<number> {
@@ -27,7 +34,7 @@ describe('a float64 debug model under finite differences', () => {
       this.timeout(120_000)
       const config = debugConfig(v.over)
       const model = await createModel({ config, seed: 5, dtype: 'float64' })
-      const cfg: PpoLossConfig = { epsClip: 0.2, temperature: 0.8, behavImpWeightCap: 5 }
+      const cfg: PpoLossConfig = { epsClip: 0.2, temperature: 0.8, behavImpWeightCap: 5, ...v.loss }
       const base = microBatch([6, 5], 64, 9, { behaveNoise: 0.4 })
       const lp = await model.logprobs(base, { temperature: 0.8 })
       // prox within ±0.05 of the current policy: ρ stays inside the clip range, where the loss is smooth
