@@ -76,7 +76,7 @@ export async function startSlurm(): Promise<SlurmCluster> {
     conf,
     [
       'ClusterName=areal-test',
-      `SlurmctldHost=${node}`,
+      `SlurmctldHost=${node}(127.0.0.1)`,
       'SlurmUser=root',
       'SlurmdUser=root',
       `SlurmctldPort=${ctldPort}`,
@@ -100,7 +100,7 @@ export async function startSlurm(): Promise<SlurmCluster> {
       'AccountingStorageType=accounting_storage/none',
       'KillWait=5',
       'MinJobAge=300',
-      `NodeName=${node} CPUs=${availableParallelism()} RealMemory=${memMb} State=UNKNOWN`,
+      `NodeName=${node} NodeAddr=127.0.0.1 CPUs=${availableParallelism()} RealMemory=${memMb} State=UNKNOWN`,
       `PartitionName=debug Nodes=${node} Default=YES MaxTime=INFINITE State=UP`,
       '',
     ].join('\n'),
