@@ -75,6 +75,8 @@ export interface LearnOptions {
   seconds: number
   /** libtorch threads */
   threads: number
+  /** override of the config's initializer_range (0 = keep the config's) */
+  initializerRange: number
 }
 
 export const defaults: LearnOptions = {
@@ -92,6 +94,7 @@ export const defaults: LearnOptions = {
   steps: 1000,
   seconds: 240,
   threads: 2,
+  initializerRange: 0,
 }
 
 export interface StepReport {
@@ -260,7 +263,9 @@ export class QuickstartLearner {
     setNumThreads(this.opts.threads)
     const tok = ModelTokenizer.fromDir(MODEL_DIR)
     this.builder = new PromptBuilder(tok, ChatTemplate.forTokenizer(tok))
-    this.model = await createModel({ config: readHfConfig(MODEL_DIR), seed: this.opts.seed })
+    const config = readHfConfig(MODEL_DIR)
+    if (this.opts.initializerRange > 0) config.initializer_range = this.opts.initializerRange
+    this.model = await createModel({ config, seed: this.opts.seed })
     const stopIds = [...tok.eosTokenIds]
     if (this.opts.stopAfterCall) stopIds.push(...idsEndingWith(tok, STOP_AFTER_CALL))
     this.batcher = new Batcher(this.model, this.opts, stopIds)
@@ -394,11 +399,13 @@ export class QuickstartLearner {
       }
     })
     const batch = { inputIds, cuSeqlens: Int32Array.from(cu) }
-    // on-policy: one update per batch, so πprox is the current model (recomputed, as the trainer does)
-    const prox = await this.model.logprobs(batch, { temperature: o.temperature })
+    // One update per batch is on-policy: πprox = πbehave (the engine's log-probs; the smoke test checks
+    // they match a recomputation). With more epochs πprox is recomputed once, as the trainer does.
+    const prox =
+      o.epochs > 1 ? (await this.model.logprobs(batch, { temperature: o.temperature })).logprobs : behave
     const loss: PpoLossConfig = { epsClip: o.epsClip, temperature: o.temperature, behavImpWeightCap: 5 }
     const optim: OptimizerConfig = { lr: o.lr, maxGradNorm: o.maxGradNorm, betas: [0.9, 0.99] }
-    const mbs = [{ ...batch, lossMask, advantages, proxLogprobs: prox.logprobs, behaveLogprobs: behave }]
+    const mbs = [{ ...batch, lossMask, advantages, proxLogprobs: prox, behaveLogprobs: behave }]
     let stats = await this.model.ppoStep(mbs, loss, optim)
     for (let e = 1; e < o.epochs; e++) stats = await this.model.ppoStep(mbs, loss, optim)
     return stats
@@ -452,6 +459,7 @@ async function main(): Promise<void> {
     ['QS_STOP_AFTER_CALL', 'stopAfterCall'],
     ['QS_SEED', 'seed'],
     ['QS_THREADS', 'threads'],
+    ['QS_INIT', 'initializerRange'],
   ]
   for (const [env, key] of knobs) {
     const v = envNumber(env)

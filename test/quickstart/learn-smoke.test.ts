@@ -53,8 +53,9 @@ describe('quick-start learning loop (smoke)', () => {
         expect(e.ids.length).to.equal(e.behave.length)
         expect(e.mask[0]).to.equal(0)
         const text = tok.decode(e.ids)
-        expect(text.startsWith('<|im_start|>system\n<instructions>')).to.equal(true)
-        expect(text).to.contain(`<ticket>${e.task.ticket}</ticket>`)
+        expect(text.startsWith('<|im_start|>system\n# Tools\n')).to.equal(true)
+        // the ticket ends the system turn, right before the first generation prompt
+        expect(text).to.contain(`<ticket>${e.task.ticket}</ticket><|im_end|>\n<|im_start|>assistant\n`)
         // every turn's output is a masked run after the generation prompt; each but the last ends in a stop
         let runs = 0
         for (let i = 0; i < e.ids.length; i++) {

@@ -77,7 +77,7 @@ describe('quick-start tokenizer (configs/models/quickstart)', () => {
       expect(tok.eosToken).to.equal('<|im_end|>')
       expect(cfg.eos_token_id).to.equal(tok.tokenToId('<|im_end|>'))
       expect(tok.eosTokenIds).to.deep.equal([cfg.eos_token_id])
-      expect(tok.vocabSize).to.be.below(330)
+      expect(tok.vocabSize).to.be.below(350)
     })
   })
 
@@ -143,11 +143,12 @@ describe('quick-start tokenizer (configs/models/quickstart)', () => {
 
     it('should write ChatML turns, the tool schemas and Qwen-style tool calls', () => {
       const text = template.render(messages(), { tools: tools(), addGenerationPrompt: true })
-      expect(text.startsWith('<|im_start|>system\nYou are an assistant.\n\n# Tools\n')).to.equal(true)
+      expect(text.startsWith('<|im_start|>system\n# Tools\n')).to.equal(true)
+      expect(text).to.contain('</tools>\n\nYou are an assistant.<|im_end|>\n')
       for (const t of tools()) expect(text).to.contain(`{"name": "${t.function.name}"`)
       expect(tools().map((t) => t.function.name)).to.deep.equal(['turn_on', 'turn_off', 'done'])
       expect(text).to.contain('<tools>\n{"type": "function", "function": {"name": "turn_on"')
-      expect(text).to.contain('</tools><|im_end|>\n<|im_start|>user\nLight the kitchen, please.<|im_end|>\n')
+      expect(text).to.contain('<|im_end|>\n<|im_start|>user\nLight the kitchen, please.<|im_end|>\n')
       expect(text).to.contain(
         '<|im_start|>assistant\n<tool_call>{"name": "turn_on", "arguments": {"room": "kitchen"}}</tool_call><|im_end|>\n',
       )

@@ -64,13 +64,15 @@ export const TOOLS_HEADER =
 
 /**
  * ChatML with tools, Qwen-style tool calls, without thinking:
- *   <|im_start|>system\n{system}\n\n{TOOLS_HEADER}\n{tool json}\n…</tools><|im_end|>\n
+ *   <|im_start|>system\n{TOOLS_HEADER}\n{tool json}\n…</tools>\n\n{system}<|im_end|>\n
  *   <|im_start|>user\n{content}<|im_end|>\n
  *   <|im_start|>assistant\n{content}<tool_call>{"name": "…", "arguments": {…}}</tool_call>…<|im_end|>\n
  *   <|im_start|>tool\n<tool_response>{content}</tool_response><|im_end|>\n
  *   <|im_start|>assistant\n                                   (generation prompt)
  * An assistant turn renders exactly as the model writes it (content, then calls, then eos), so the
- * proxy's incremental prompts never need a re-render.
+ * proxy's incremental prompts never need a re-render. Tools come before the system text: the solo agent's
+ * system text ends with the ticket, which so sits at a fixed distance before the generation prompt (what
+ * a tiny model must read is where relative attention finds it most easily).
  */
 /** Literal template output (a Jinja string expression, so whitespace control never eats it). */
 const lit = (s: string) => `{{ ${JSON.stringify(s)} }}`
@@ -80,16 +82,16 @@ export const CHAT_TEMPLATE = [
   "{%- if messages and messages[0].role == 'system' -%}{%- set ns.start = 1 -%}{%- endif -%}",
   '{%- if tools or ns.start == 1 -%}',
   lit('<|im_start|>system\n'),
-  '{%- if ns.start == 1 -%}{{ messages[0].content }}{%- if tools -%}',
-  lit('\n\n'),
-  '{%- endif -%}{%- endif -%}',
   '{%- if tools -%}',
   lit(TOOLS_HEADER),
   '{%- for tool in tools -%}',
   lit('\n'),
   '{{ tool | tojson }}{%- endfor -%}',
   lit('\n</tools>'),
-  '{%- endif -%}',
+  '{%- if ns.start == 1 -%}',
+  lit('\n\n'),
+  '{%- endif -%}{%- endif -%}',
+  '{%- if ns.start == 1 -%}{{ messages[0].content }}{%- endif -%}',
   lit('<|im_end|>\n'),
   '{%- endif -%}',
   '{%- for message in messages[ns.start:] -%}',
@@ -182,11 +184,13 @@ export function workloadPhrases(tools: OpenAITool[]): string[] {
 /** GPT-2's pre-tokenizer split (what the ByteLevel pre-tokenizer with use_regex applies). */
 const GPT2_SPLIT = /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+/gu
 
-/** The texts that differ between episodes of the workload: tickets and every tool result. */
+/** The texts that differ between episodes of the workload (tickets, every tool result) and the role names. */
 export function workloadCorpus(): string[] {
   const data = loadDomainData(DOMAINS_DIR, DOMAIN)
   const out: string[] = []
   for (const task of loadTasks(DOMAINS_DIR, DOMAIN, 'all')) {
+    // the role names every episode repeats
+    out.push('system\n', 'assistant\n', 'tool\n')
     if (task.ticket) out.push(task.ticket)
     const env = new Environment(data, { solo: true })
     env.setState(task.initial_state, [], true)
