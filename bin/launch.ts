@@ -74,7 +74,9 @@ async function main(): Promise<number> {
   mkdirSync(join(runDir, 'logs'), { recursive: true })
   const configPath = join(runDir, 'config.json')
   writeFileSync(configPath, `${JSON.stringify(cfg, null, 2)}\n`)
-  if (cfg.scheduler.type === 'slurm' && !insideSlurm())
+  if (cfg.scheduler.type === 'slurm' && !insideSlurm()) {
+    // a bad allocation_mode or cluster shape fails here, before anything is queued
+    planJob(cfg, { runDir, hosts: Array.from({ length: cfg.cluster.n_nodes }, (_, i) => `node${i}`) })
     return submitAndFollow({
       slurm: cfg.scheduler.slurm,
       jobName: cfg.scheduler.slurm.job_name || `areal-${cfg.experiment_name}-${cfg.trial_name}`,
@@ -84,6 +86,7 @@ async function main(): Promise<number> {
       nGpusPerNode: cfg.cluster.n_gpus_per_node,
       cwd: process.cwd(),
     })
+  }
   return runController(cfg, runDir, configPath)
 }
 

@@ -188,8 +188,18 @@ export async function submitAndFollow(o: FollowOptions): Promise<number> {
   process.on('SIGTERM', cancel)
   try {
     let last = ''
+    let errors = 0
     for (;;) {
-      const st = await queueState(jobId)
+      let st: string | undefined
+      try {
+        st = await queueState(jobId)
+        errors = 0
+      } catch (e) {
+        // slurmctld restarting or busy: keep following for a while; the job itself is not touched
+        if (++errors >= 10) throw e
+        stderr.write(`launch: ${(e as Error).message} (retrying)\n`)
+        st = last || 'UNKNOWN'
+      }
       for (const t of tails) t.pump()
       if (!st) break
       if (st !== last) {

@@ -192,4 +192,24 @@ describe('bin/launch with scheduler.type=slurm on a real Slurm', function () {
       expect((await steps(jobId)).size).to.equal(0)
     })
   })
+
+  describe('when the job fails', () => {
+    it('should refuse a bad allocation_mode before submitting anything', async () => {
+      const runDir = join(root, 'debug', 'badalloc')
+      const r = await launch(root, 'badalloc', ['allocation_mode=sglang:d1x2+archon:d1']).done
+      expect(r.code).to.equal(1)
+      expect(r.err).to.match(/launch failed: CFG_ERR_VALUE: .*"sglang:d1x2"/)
+      expect(jobIdOf(runDir)).to.equal(undefined)
+    })
+
+    it('should end the whole job and exit non-zero with the reason when a role cannot start', async () => {
+      const runDir = join(root, 'debug', 'broken')
+      const r = await launch(root, 'broken', ['actor.model.path=/nonexistent/model']).done
+      const jobId = jobIdOf(runDir)!
+      expect(r.code, r.err).to.equal(1)
+      expect(r.err).to.match(/launch failed: RT_ERR_SPAWN: .*trainer\/0 exited/)
+      expect(await queue()).to.not.include(jobId)
+      expect((await steps(jobId)).size).to.equal(0)
+    })
+  })
 })
