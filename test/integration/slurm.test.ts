@@ -9,11 +9,12 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { expect } from 'chai'
-import { queue, type SlurmCluster, slurmUnavailable, startSlurm, steps } from '../slurm/cluster.ts'
+import { freePort, queue, type SlurmCluster, slurmUnavailable, startSlurm, steps } from '../slurm/cluster.ts'
 
 const run = promisify(execFile)
 const BIN = new URL('../../bin/', import.meta.url).pathname
 const DEBUG = new URL('../../configs/debug.yaml', import.meta.url).pathname
+const PYTHON = new URL('../slurm/python-standin', import.meta.url).pathname
 
 interface Launched {
   proc: ChildProcess
@@ -210,6 +211,28 @@ describe('bin/launch with scheduler.type=slurm on a real Slurm', function () {
       expect(r.err).to.match(/launch failed: RT_ERR_SPAWN: .*trainer\/0 exited/)
       expect(await queue()).to.not.include(jobId)
       expect((await steps(jobId)).size).to.equal(0)
+    })
+  })
+
+  describe('when allocation_mode names SGLang servers', () => {
+    it('should run the server as a step of the job and train through it', async () => {
+      const runDir = join(root, 'debug', 'sglang')
+      const job = launch(root, 'sglang', [
+        'allocation_mode=sglang:d1+archon:d1',
+        `scheduler.servers.python=${PYTHON}`,
+        `scheduler.servers.port=${await freePort()}`,
+        'total_train_steps=2',
+      ])
+      const jobId = await until('the job id', () => jobIdOf(runDir))
+      await until(`the server step of job ${jobId}\n${job.err()}`, async () =>
+        [...(await steps(jobId)).values()].includes('server/0') ? true : undefined,
+      )
+      const r = await job.done
+      expect(r.code, r.err).to.equal(0)
+      expect(readFileSync(join(runDir, 'logs', 'server-0.log'), 'utf8')).to.contain(
+        'sglang stand-in: -m sglang.launch_server --model-path configs/models/quickstart --host 0.0.0.0',
+      )
+      expect(metrics(runDir).map((m) => m.step)).to.deep.equal([1, 2])
     })
   })
 })
