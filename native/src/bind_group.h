@@ -1,0 +1,18 @@
+// The NativeProcessGroup class (a c10d Gloo group) and initProcessGroup().
+#pragma once
+
+#include <napi.h>
+
+#include <memory>
+
+#include "dist.h"
+
+namespace trn::js {
+
+Napi::Function groupClass(Napi::Env env);
+/** The group in opts.processGroup (nullptr when absent or of one rank); TRN_ERR_ARG if not a group. */
+std::shared_ptr<Comm> groupOf(Napi::Env env, const Napi::Object& opts);
+/** initProcessGroup({rank, worldSize, storePath | host+port, glooHostname, timeoutMs}) → Promise<group> */
+Napi::Value InitProcessGroup(const Napi::CallbackInfo& info);
+
+}  // namespace trn::js
