@@ -20,6 +20,7 @@ import { type RunConfig, runSchema } from '../actors/config.ts'
 import { busOps } from '../actors/controller/bus-ops.ts'
 import { TaskDataset } from '../actors/controller/dataset.ts'
 import { type ControllerState, type StepMetrics, TrainingLoop } from '../actors/controller/loop.ts'
+import { RolloutMembership } from '../actors/controller/membership.ts'
 import { dataDirOf } from '../actors/rollout/tau2/config.ts'
 import { loadTasks } from '../actors/rollout/tau2/data.ts'
 import { Actor } from '../runtime/actor.ts'
@@ -31,7 +32,8 @@ import { writeJobAddress } from '../runtime/job.ts'
 import { createLogger } from '../runtime/log.ts'
 import { Progress } from '../runtime/progress.ts'
 import { localScheduler, type Scheduler } from '../runtime/scheduler/local.ts'
-import { type JobPlan, planJob, type RoleProcess, rolloutProcess } from '../runtime/scheduler/plan.ts'
+import { type JobPlan, planJob, type RoleProcess } from '../runtime/scheduler/plan.ts'
+import { waitRegistered } from '../runtime/scheduler/registered.ts'
 import { waitHealthy } from '../runtime/scheduler/servers.ts'
 import { submitAndFollow } from '../runtime/scheduler/slurm-job.ts'
 import { slurmStepScheduler } from '../runtime/scheduler/slurm-steps.ts'
@@ -150,76 +152,19 @@ async function runController(cfg: RunConfig, runDir: string, configPath: string)
     loop?.poke()
   })
   dir.on('up', () => loop?.poke())
-  /** resolves once these actors registered; rejects when one exits first */
   const registered = (ids: string[], timeoutMs = 600_000) =>
-    new Promise<void>((res, rej) => {
-      const want = new Set(ids.filter((id) => dir.get(id)?.state !== 'alive'))
-      const done = (err?: Error) => {
-        clearTimeout(timer)
-        dir.off('up', onUp)
-        sup.off('exit', onExit)
-        if (err) rej(err)
-        else res()
-      }
-      const onUp = (e: { id: string }) => {
-        want.delete(e.id)
-        if (want.size === 0) done()
-      }
-      const onExit = (e: { id: string; abnormal: boolean; signal: string | null; code: number | null }) => {
-        if (want.has(e.id) && e.abnormal)
-          done(
-            fail(
-              'RT_ERR_SPAWN',
-              `${e.id} exited (${e.signal ?? e.code}) before registering; see ${join(runDir, 'logs')}`,
-            ),
-          )
-      }
-      const timer = setTimeout(
-        () => done(fail('RT_ERR_SPAWN', `${[...want].join(', ')} did not register within ${timeoutMs} ms`)),
-        timeoutMs,
-      )
-      if (want.size === 0) return done()
-      dir.on('up', onUp)
-      sup.on('exit', onExit)
-    })
+    waitRegistered(dir, sup, ids, timeoutMs, join(runDir, 'logs'))
 
-  // --- joining and leaving rollout actors (bin/add-rollout, bin/drain-rollout) ---
-  let nextRollout = cfg.rollout.workers
-  const draining = new Set<string>()
-  const groupsBy = new Map<string, number>()
-  ctl.handle({
-    'ctl:spawn': async (b) => {
-      if (b.n < 1 || b.n > 256) throw fail('CFG_ERR_VALUE', `ctl:spawn n=${b.n}: expected 1..256`)
-      const procs = Array.from({ length: b.n }, () => rolloutProcess(nextRollout++))
-      for (const p of procs) start(p)
-      await registered(
-        procs.map((p) => p.id),
-        120_000,
-      )
-      log.info({ ids: procs.map((p) => p.id) }, 'rollout actors joined')
-      return { ids: procs.map((p) => p.id) }
-    },
-    'ctl:drain': async (b) => {
-      const e = dir.get(b.id)
-      if (e?.role !== 'rollout' || e.state !== 'alive')
-        throw fail('RT_ERR_NO_ACTOR', `${b.id} is not a live rollout actor`)
-      draining.add(b.id)
-      try {
-        // no new groups go there; the ones it runs finish and come back through their own replies
-        const { completed } = await ctl.ask(
-          b.id,
-          'rollout:drain',
-          {},
-          { timeoutMs: cfg.rollout.episode_timeout_s * 2000 },
-        )
-        await sup.stop(b.id, 10_000)
-        dir.markDead(b.id, 'drained', 'unregister')
-        log.info({ id: b.id, completed }, 'rollout actor drained and removed')
-        return { id: b.id, completed }
-      } finally {
-        draining.delete(b.id)
-      }
-    },
+  // rollout actors joining and leaving (bin/add-rollout, bin/drain-rollout)
+  const members = new RolloutMembership({
+    actor: ctl,
+    dir,
+    log,
+    firstIndex: cfg.rollout.workers,
+    start,
+    stop: (id) => sup.stop(id, 10_000),
+    registered,
+    drainTimeoutMs: cfg.rollout.episode_timeout_s * 2000,
   })
 
   try {
@@ -244,22 +189,15 @@ async function runController(cfg: RunConfig, runDir: string, configPath: string)
     await Promise.race([up, giveup])
     bar0.finish()
 
-    const ops = busOps({
-      actor: ctl,
-      dir,
-      trainer: job.trainerHead,
-      groupTimeoutMs: cfg.rollout.episode_timeout_s * 2000,
-      stepTimeoutMs: 3600_000,
-    })
-    // a draining rollout actor gets no new groups; completed groups are counted per rollout actor
-    const live = ops.rollouts
-    ops.rollouts = () => live().filter((id) => !draining.has(id))
-    const runGroup = ops.runGroup
-    ops.runGroup = async (rollout, req) => {
-      const res = await runGroup(rollout, req)
-      groupsBy.set(rollout, (groupsBy.get(rollout) ?? 0) + 1)
-      return res
-    }
+    const ops = members.wrap(
+      busOps({
+        actor: ctl,
+        dir,
+        trainer: job.trainerHead,
+        groupTimeoutMs: cfg.rollout.episode_timeout_s * 2000,
+        stepTimeoutMs: 3600_000,
+      }),
+    )
     const dataset = new TaskDataset(taskIds, cfg.seed, cfg.train_dataset.shuffle)
     const bar = new Progress('train', cfg.total_train_steps)
     const curve: number[] = []
@@ -283,7 +221,7 @@ async function runController(cfg: RunConfig, runDir: string, configPath: string)
       log,
       (m: StepMetrics) => {
         // groups each rollout actor completed so far (actors that joined or left included)
-        m.groups_by_rollout = Object.fromEntries(groupsBy)
+        m.groups_by_rollout = Object.fromEntries(members.groupsBy)
         appendFileSync(join(runDir, 'metrics.jsonl'), `${JSON.stringify(m)}\n`)
         curve.push(m.reward_mean as number)
         bar.set(

@@ -68,7 +68,10 @@ export function batchScript(o: BatchOptions): string {
     ...(s.time_limit ? [`#SBATCH --time=${s.time_limit}`] : []),
     ...s.extra_sbatch.map((l) => `#SBATCH ${l.replace(/^#SBATCH\s+/, '')}`),
     '# written by bin/launch (scheduler.type=slurm); the controller runs here and starts the roles as srun steps',
+    // a failing setup command ends the job at once (with its message in logs/controller.err)
+    'set -e',
     ...s.setup,
+    'set +e',
     'export AREAL_SLURM_INSIDE=1',
     `${sq(o.launch ?? LAUNCH)} ${sq(o.configPath)}`,
     'rc=$?',

@@ -37,7 +37,12 @@ export function allocationHosts(env: NodeJS.ProcessEnv = process.env): string[] 
 /** The step script: setup commands, then the planned GPUs, then the process itself. */
 export function stepScript(setup: string[], gpus: boolean): string {
   // Slurm sets CUDA_VISIBLE_DEVICES for a step with --gres; the plan's choice replaces it
-  return [...setup, ...(gpus ? ['export CUDA_VISIBLE_DEVICES="$AREAL_GPUS"'] : []), 'exec "$@"'].join('\n')
+  return [
+    'set -e',
+    ...setup,
+    ...(gpus ? ['export CUDA_VISIBLE_DEVICES="$AREAL_GPUS"'] : []),
+    'exec "$@"',
+  ].join('\n')
 }
 
 /** srun argv (without the srun program itself) for one planned process. */

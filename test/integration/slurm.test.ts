@@ -110,7 +110,11 @@ describe('bin/launch with scheduler.type=slurm on a real Slurm', function () {
 
     before(() => {
       runDir = join(root, 'debug', 'slurm')
-      job = launch(root, 'slurm', ['total_train_steps=4', 'rollout.max_head_offpolicyness=1'])
+      job = launch(root, 'slurm', [
+        'total_train_steps=4',
+        'rollout.max_head_offpolicyness=1',
+        'scheduler.slurm.setup=[echo areal-setup-ran]',
+      ])
     })
     after(() => {
       if (job.proc.exitCode === null) job.proc.kill('SIGKILL')
@@ -138,8 +142,10 @@ describe('bin/launch with scheduler.type=slurm on a real Slurm', function () {
       const m = metrics(runDir)
       expect(m[m.length - 1].step).to.equal(4)
       expect(m[m.length - 1].counters.failed).to.equal(0)
+      // setup commands ran before the controller (its stdout is streamed here) and before every step
+      expect(r.out).to.contain('areal-setup-ran')
       for (const f of ['trainer-0.log', 'engine-0.log', 'proxy-0.log', 'rollout-0.log'])
-        expect(existsSync(join(runDir, 'logs', f)), f).to.equal(true)
+        expect(readFileSync(join(runDir, 'logs', f), 'utf8'), f).to.contain('areal-setup-ran')
       expect(await queue()).to.not.include(jobId)
     })
   })

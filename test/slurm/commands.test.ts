@@ -174,6 +174,10 @@ describe('scheduler plans and command lines', () => {
       // #SBATCH lines must come before the first command, or sbatch ignores them
       const lastSbatch = lines.map((l) => l.startsWith('#SBATCH')).lastIndexOf(true)
       expect(lastSbatch).to.be.lessThan(lines.indexOf('module load cuda'))
+      // setup runs under set -e (a failing command ends the job), the launcher without it (its code is kept)
+      expect(lines.indexOf('set -e')).to.be.lessThan(lines.indexOf('module load cuda'))
+      expect(lines.indexOf('set +e')).to.be.lessThan(lines.indexOf('export AREAL_SLURM_INSIDE=1'))
+      expect(lines.indexOf('set +e')).to.be.greaterThan(lines.indexOf('source /venv/bin/activate'))
     })
 
     it('should start a GPU role as an overlapping srun step on its node with its planned GPUs', () => {
@@ -192,7 +196,7 @@ describe('scheduler plans and command lines', () => {
         'bash',
       ])
       expect(args[10]).to.equal(
-        'source /venv/bin/activate\nexport CUDA_VISIBLE_DEVICES="$AREAL_GPUS"\nexec "$@"',
+        'set -e\nsource /venv/bin/activate\nexport CUDA_VISIBLE_DEVICES="$AREAL_GPUS"\nexec "$@"',
       )
       expect(args.slice(11, 13)).to.deep.equal(['areal-step', process.execPath])
       expect(args[args.length - 1]).to.equal('trainer')
@@ -219,7 +223,7 @@ describe('scheduler plans and command lines', () => {
         undefined,
       )
       expect(args.some((a) => a.startsWith('--gres') || a.startsWith('--cpus'))).to.equal(false)
-      expect(args[args.indexOf('-c') + 1]).to.equal('exec "$@"')
+      expect(args[args.indexOf('-c') + 1]).to.equal('set -e\nexec "$@"')
     })
   })
 
