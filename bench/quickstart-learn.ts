@@ -12,8 +12,8 @@
  * The baseline is the same run's untrained model: `reward_start` is the mean reward of the first steps
  * (before the updates have had an effect), `reward_end` of the last ones.
  * Last line: `RESULT quickstart-learn reward_start=… reward_end=… seconds=…`.
- * Knobs (env): QS_SECONDS (time budget, default 240), QS_STEPS (max steps), QS_GROUP, QS_LR, QS_MAX_TOKENS,
- * QS_SEED, QS_THREADS.
+ * Knobs (env): QS_SECONDS (time budget, default 240; 0 = none), QS_STEPS (max steps), QS_GROUP, QS_TASKS,
+ * QS_LR, QS_EPOCHS, QS_MAX_TOKENS, QS_MAX_STEPS, QS_STOP_AFTER_CALL (0/1), QS_INIT, QS_SEED, QS_THREADS.
  */
 import { fileURLToPath } from 'node:url'
 import { parseOutput } from '../actors/proxy/tool-parser.ts'
@@ -82,12 +82,12 @@ export interface LearnOptions {
 export const defaults: LearnOptions = {
   group: 8,
   tasksPerStep: 8,
-  maxNewTokens: 128,
+  maxNewTokens: 64,
   temperature: 1,
-  maxSteps: 16,
+  maxSteps: 10,
   stopAfterCall: true,
   lr: 1e-2,
-  epochs: 1,
+  epochs: 2,
   epsClip: 0.2,
   maxGradNorm: 1,
   seed: 1,

@@ -9,6 +9,7 @@ import { evaluateEpisode } from '../../actors/rollout/tau2/evaluation.ts'
 import { goldTrajectory } from '../../actors/rollout/tau2/gold.ts'
 import type { Message } from '../../actors/rollout/tau2/types.ts'
 import { type Tau2EpisodeInfo, Tau2Workflow } from '../../actors/rollout/tau2/workflow.ts'
+import { workloadTools } from '../../configs/models/quickstart/build.ts'
 import { silentLogger } from '../../runtime/log.ts'
 import {
   type Script,
@@ -147,6 +148,8 @@ describe('home domain (quick-start workload)', () => {
       const first = server.requests[0].body
       expect(first.messages[0].content).to.contain('<ticket>Turn off the bathroom light.</ticket>')
       expect(first.tools?.map((t) => t.function.name)).to.have.members(['turn_on', 'turn_off', 'done'])
+      // the quick-start tokenizer's tool phrases are built from these exact schemas
+      expect(first.tools).to.deep.equal(workloadTools())
     })
 
     it('should reward 0 when the agent runs out of steps before done', async () => {

@@ -13,7 +13,8 @@
  *   - workload phrases as added tokens: the fixed texts every prompt of the workload repeats (the solo
  *     agent's instructions + the domain policy, each tool's JSON schema line, the template's tool header)
  *     and every whole tool call of the domain (`<tool_call>{"name": "turn_on", "arguments": {"room":
- *     "kitchen"}}</tool_call>`; the domain's parameters are enums, so the calls are a closed set).
+ *     "kitchen"}}</tool_call>`; the domain's parameters are enums, so the calls are a closed set), in the
+ *     four JSON spellings models and templates write (see toolCallSpellings).
  *
  * Why: prompts shrink from ~1,500 byte tokens to ~60 (the CPU trainer's cost grows with length²), and a
  * whole tool call is one token, so a randomly initialised model (near-uniform over ~290 tokens) emits the
@@ -44,7 +45,7 @@ export const MODEL_DIMS = {
   head_dim: 16,
   max_position_embeddings: 2048,
   rope_theta: 10000,
-  initializer_range: 0.02,
+  initializer_range: 0.1,
 }
 
 /** BPE merges learned on the workload's variable texts. */
@@ -162,9 +163,24 @@ export function enumerableCalls(tools: OpenAITool[]): string[] {
     if (props.some(([, s]) => !s.enum)) continue
     let combos: Record<string, unknown>[] = [{}]
     for (const [k, s] of props) combos = combos.flatMap((c) => (s.enum ?? []).map((v) => ({ ...c, [k]: v })))
-    for (const args of combos) out.push(toolCallText(t.function.name, args))
+    for (const args of combos) out.push(...toolCallSpellings(t.function.name, args))
   }
   return out
+}
+
+/**
+ * The spellings of one call that get a token each (all parse to the same call): as Qwen-style models
+ * write it (json.dumps spacing, also with Qwen's newlines inside the tags), as this chat template renders
+ * an earlier call (the agent sends arguments as compact JSON), and fully compact.
+ */
+export function toolCallSpellings(name: string, args: Record<string, unknown>): string[] {
+  const all = [
+    toolCallText(name, args),
+    `<tool_call>\n${pyJson({ name, arguments: args })}\n</tool_call>`,
+    `<tool_call>{"name": ${JSON.stringify(name)}, "arguments": ${JSON.stringify(args)}}</tool_call>`,
+    `<tool_call>${JSON.stringify({ name, arguments: args })}</tool_call>`,
+  ]
+  return [...new Set(all)]
 }
 
 /** The workload's fixed phrases: the solo system prompt up to the ticket, each tool schema line. */
