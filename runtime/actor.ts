@@ -73,7 +73,8 @@ interface Pending {
   reject: (e: Error) => void
   /** when it times out (ms since epoch) */
   deadline: number
-  what: string
+  target: string
+  timeoutMs: number
   peer: Peer
   type: string
   onAbort?: () => void
@@ -238,7 +239,7 @@ export class Actor {
 
   /** One-way message to an actor id or an address. Resolves when queued (backpressure). */
   async tell<T extends TellType>(target: string, type: T, body: TellBody<T>): Promise<void> {
-    const peer = await this.peerFor(target)
+    const peer = this.cachedPeer(target) ?? (await this.peerFor(target))
     await peer.sender.send(encode(this.envelope(Kind.Tell, type, body, 0)))
   }
 
@@ -250,7 +251,7 @@ export class Actor {
     opts: AskOptions = {},
   ): Promise<AskRes<T>> {
     if (opts.signal?.aborted) throw fail('RT_ERR_CANCELLED', `${type} to ${target}`)
-    const peer = await this.peerFor(target)
+    const peer = this.cachedPeer(target) ?? (await this.peerFor(target))
     if (opts.signal?.aborted) throw fail('RT_ERR_CANCELLED', `${type} to ${target}`)
     const env = this.envelope(Kind.Ask, type, body, 0)
     const timeoutMs = opts.timeoutMs ?? this.bus.askTimeoutMs
@@ -261,7 +262,8 @@ export class Actor {
         peer,
         type,
         deadline: Date.now() + timeoutMs,
-        what: `${type} to ${target} after ${timeoutMs} ms`,
+        target,
+        timeoutMs,
       }
       this.armTimeouts(p.deadline)
       if (opts.signal) {
@@ -352,6 +354,15 @@ export class Actor {
     this.heartbeat.unref()
   }
 
+  /** The connected peer for a target without any lookup (the hot path of tell/ask), if there is one. */
+  private cachedPeer(target: string): Peer | undefined {
+    if (this.state === 'closed') return undefined
+    if (ADDR_RE.test(target)) return this.peers.get(target)
+    if (this.resolver) return undefined
+    const e = this.directory.get(target)
+    return e?.state === 'alive' ? this.peers.get(e.addr) : undefined
+  }
+
   private async peerFor(target: string): Promise<Peer> {
     if (this.state === 'closed') throw fail('RT_ERR_CLOSED', `${this.id} is closed`)
     let addr = target
@@ -408,7 +419,8 @@ export class Actor {
     const now = Date.now()
     let next = Number.POSITIVE_INFINITY
     for (const [id, p] of this.pending) {
-      if (p.deadline <= now) this.settle(id, p, fail('RT_ERR_TIMEOUT', p.what))
+      if (p.deadline <= now)
+        this.settle(id, p, fail('RT_ERR_TIMEOUT', `${p.type} to ${p.target} after ${p.timeoutMs} ms`))
       else if (p.deadline < next) next = p.deadline
     }
     if (next !== Number.POSITIVE_INFINITY) this.armTimeouts(next)
