@@ -12,7 +12,7 @@
  * until every rank joined), build or load the model (collective), then bind and register — so a
  * registered head always has its whole group behind it.
  */
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { initProcessGroup, lrAt, setNumThreads } from '../../native/index.ts'
 import { Actor, type BusConfig } from '../../runtime/actor.ts'
 import { fail } from '../../runtime/errors.ts'
@@ -74,6 +74,9 @@ export async function startTrainer(cfg: TrainerConfig, deps: TrainerDeps): Promi
   }
   const src = deps.resumeFrom ? { ...cfg.model, path: join(deps.resumeFrom, 'weights') } : cfg.model
   const model = await openModel(src, group)
+  // AdamW moments, master shard and step: exact resume (checkpoints written before they were saved have none)
+  if (deps.resumeFrom && state?.optimizerState)
+    await model.loadOptimizerState(join(deps.resumeFrom, 'optimizer'))
   const worker = new RankWorker(model, cfg, log, state?.optimizerSteps ?? 0)
   const actor = new Actor({
     id: deps.id,
@@ -103,7 +106,11 @@ export async function startTrainer(cfg: TrainerConfig, deps: TrainerDeps): Promi
       },
       'trainer:save': async (b) => {
         const t0 = Date.now()
-        const files = await worker.save(b.dir, b.purpose === 'publish' ? cfg.publish_dtype : 'float32')
+        const files = await worker.save(
+          b.dir,
+          b.purpose === 'publish' ? cfg.publish_dtype : 'float32',
+          b.purpose === 'checkpoint' ? join(dirname(b.dir), 'optimizer') : undefined,
+        )
         return { files, ms: Date.now() - t0 }
       },
     })

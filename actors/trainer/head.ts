@@ -9,7 +9,7 @@
  *                       a checkpoint with trainer.json is complete)
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import type { StepStats } from '../../native/index.ts'
 import type { Actor } from '../../runtime/actor.ts'
 import { type CodedError, fail } from '../../runtime/errors.ts'
@@ -165,7 +165,7 @@ export class TrainerHead {
       step: req.step,
       optimizerSteps: this.worker.optimizerSteps,
       worldSize: this.peers.length + 1,
-      optimizerState: false,
+      optimizerState: true,
       savedAt: new Date().toISOString(),
     }
     writeFileSync(join(req.dir, 'trainer.json'), `${JSON.stringify(state, null, 2)}\n`)
@@ -181,7 +181,9 @@ export class TrainerHead {
         throw fail('TRN_ERR_RANK', `${peer}: ${e.code}: ${e.message}`, { rank: i + 1 }, e)
       }),
     )
-    await Promise.all([this.worker.save(dir, dtype), ...remote])
+    // a checkpoint's weights go to <ckpt>/weights, each rank's optimizer state to <ckpt>/optimizer
+    const optimizerDir = purpose === 'checkpoint' ? join(dirname(dir), 'optimizer') : undefined
+    await Promise.all([this.worker.save(dir, dtype, optimizerDir), ...remote])
   }
 }
 

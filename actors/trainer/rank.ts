@@ -83,7 +83,15 @@ export class RankWorker {
   }
 
   /** Write the weights as HF safetensors + config.json into dir (rank 0 writes; every rank must call). */
-  save(dir: string, dtype: SaveDtype): Promise<string[]> {
-    return this.exclusive(() => this.model.save(dir, { dtype }))
+  /**
+   * Save the weights (collective: every rank calls it) and, with `optimizerDir`, this rank's AdamW state
+   * (moments, master shard, step) so a checkpoint resumes exactly.
+   */
+  save(dir: string, dtype: SaveDtype, optimizerDir?: string): Promise<string[]> {
+    return this.exclusive(async () => {
+      const files = await this.model.save(dir, { dtype })
+      if (optimizerDir) files.push(await this.model.saveOptimizerState(optimizerDir))
+      return files
+    })
   }
 }

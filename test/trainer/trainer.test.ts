@@ -208,10 +208,10 @@ describe('trainer actor', () => {
   })
 
   describe('when restarted from a checkpoint', () => {
-    // betas (0, 0) make AdamW stateless (m = g, v = g²), so the restart is exact even though the AdamW
-    // moments are not in the checkpoint (see trainer.json optimizerState); the linear warm-up + decay
-    // checks that the LR schedule continues from the checkpointed optimizer-step count
-    const optimizer = { lr: 0.01, betas: [0, 0], schedule: 'linear', warmup_steps: 2, total_steps: 6 }
+    // real AdamW betas: the restart is exact only because the moments are in the checkpoint
+    // (<ckpt>/optimizer); the linear warm-up + decay checks that the LR schedule continues from the
+    // checkpointed optimizer-step count
+    const optimizer = { lr: 0.01, betas: [0.9, 0.999], schedule: 'linear', warmup_steps: 2, total_steps: 6 }
 
     it('should continue identically: same weights and learning rate after the next step', async () => {
       const srv = await startPackServer('proxy/hand', log, ctl.addr)
@@ -228,7 +228,7 @@ describe('trainer actor', () => {
       const pa = await params(a)
 
       const state = JSON.parse(readFileSync(join(ckpt, 'trainer.json'), 'utf8'))
-      expect(state).to.include({ step: 1, optimizerSteps: 1, optimizerState: false })
+      expect(state).to.include({ step: 1, optimizerSteps: 1, optimizerState: true })
       const b = await trainer('trainer/b', cfg, { resumeFrom: ckpt })
       expect(b.head!.stepsDone).to.equal(1)
       const sb = await ctl.ask('trainer/b', 'trainer:step', { step: 2, version: 1, groups: d2 })
