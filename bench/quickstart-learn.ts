@@ -86,14 +86,14 @@ export const defaults: LearnOptions = {
   temperature: 1,
   maxSteps: 10,
   stopAfterCall: true,
-  lr: 1e-2,
+  lr: 5e-3,
   epochs: 2,
   epsClip: 0.2,
   maxGradNorm: 1,
   seed: 1,
   steps: 1000,
   seconds: 240,
-  threads: 2,
+  threads: 1,
   initializerRange: 0,
 }
 
@@ -488,6 +488,8 @@ async function main(): Promise<void> {
           `[${term}] ${r.seconds.toFixed(1)}s (train ${r.trainSeconds.toFixed(1)}s, total ${((Date.now() - t0) / 1000).toFixed(0)}s)\n`,
       )
       if (o.seconds > 0 && Date.now() - t0 >= o.seconds * 1000) break
+      // converged: the last five steps all but solved every task
+      if (rewards.length >= 5 && rewards.slice(-5).every((x) => x >= 0.95)) break
     }
   } finally {
     learner.dispose()

@@ -49,7 +49,7 @@ describe('home domain (quick-start workload)', () => {
         const g = goldTrajectory(new Environment(data, { solo: true }), task)
         expect(g.errors, task.id).to.deep.equal([])
         const r = evaluateEpisode(data, task, g.trajectory, 'agent_stop', true)
-        expect(r.basis, task.id).to.have.members(['ENV_ASSERTION', 'ACTION'])
+        expect(r.basis, task.id).to.have.members(['DB', 'ENV_ASSERTION', 'ACTION'])
         expect(r.replayMismatches, task.id).to.deep.equal([])
         expect(r.complete, task.id).to.equal(true)
         expect(r.reward, task.id).to.equal(1)
@@ -75,36 +75,40 @@ describe('home domain (quick-start workload)', () => {
       expect(rooms.office.light).to.equal('on')
     })
 
-    it('should reward the right call, also after calls on other rooms (they are not in the basis)', () => {
-      const r = episode([
-        [{ name: 'turn_off', arguments: { room: 'office' } }],
-        [{ name: 'turn_on', arguments: { room: 'kitchen' } }],
-      ])
+    it('should flip the light with toggle_light and reward the one right call', () => {
+      const r = episode([[{ name: 'toggle_light', arguments: { room: 'kitchen' } }]])
       expect(r.reward).to.equal(1)
-      expect(r.components.DB?.reward).to.equal(0)
-      expect(r.components.DB?.inBasis).to.equal(false)
     })
 
     it('should give 0 for the wrong room', () => {
-      const r = episode([[{ name: 'turn_on', arguments: { room: 'bedroom' } }]])
+      const r = episode([[{ name: 'toggle_light', arguments: { room: 'bedroom' } }]])
       expect(r.reward).to.equal(0)
-      expect(r.failed).to.have.members(['ENV_ASSERTION', 'ACTION'])
+      expect(r.failed).to.have.members(['DB', 'ENV_ASSERTION', 'ACTION'])
     })
 
-    it('should give 0 when the right call is undone afterwards', () => {
+    it('should give 0 when the right call comes with a call on another room', () => {
       const r = episode([
-        [{ name: 'turn_on', arguments: { room: 'kitchen' } }],
-        [{ name: 'turn_off', arguments: { room: 'kitchen' } }],
+        [{ name: 'toggle_light', arguments: { room: 'office' } }],
+        [{ name: 'toggle_light', arguments: { room: 'kitchen' } }],
       ])
       expect(r.reward).to.equal(0)
-      expect(r.failed).to.deep.equal(['ENV_ASSERTION'])
+      expect(r.failed).to.deep.equal(['DB'])
+    })
+
+    it('should give 0 when the right call is undone by a second toggle', () => {
+      const r = episode([
+        [{ name: 'toggle_light', arguments: { room: 'kitchen' } }],
+        [{ name: 'toggle_light', arguments: { room: 'kitchen' } }],
+      ])
+      expect(r.reward).to.equal(0)
+      expect(r.failed).to.have.members(['DB', 'ENV_ASSERTION'])
     })
 
     it('should give 0 for a call on an unknown room, with a tool error', () => {
       const env = new Environment(data, { solo: true })
-      const msg = env.getResponse({ id: 'x', name: 'turn_on', arguments: { room: 'garage' } })
+      const msg = env.getResponse({ id: 'x', name: 'toggle_light', arguments: { room: 'garage' } })
       expect(msg.error).to.equal(true)
-      expect(msg.content).to.match(/^Error: turn_on\(\) argument 'room'/)
+      expect(msg.content).to.match(/^Error: toggle_light\(\) argument 'room'/)
     })
   })
 
@@ -139,7 +143,7 @@ describe('home domain (quick-start workload)', () => {
 
     it('should reward 1 for the right call then done, with the ticket in the system prompt', async () => {
       agent = turns(
-        { tool_calls: [{ name: 'turn_off', arguments: { room: 'bathroom' } }] },
+        { tool_calls: [{ name: 'toggle_light', arguments: { room: 'bathroom' } }] },
         { tool_calls: [{ name: 'done', arguments: {} }] },
       )
       const { reward, info } = await run('turn_off_bathroom')
@@ -147,16 +151,16 @@ describe('home domain (quick-start workload)', () => {
       expect(reward).to.equal(1)
       const first = server.requests[0].body
       expect(first.messages[0].content).to.contain('<ticket>Turn off the bathroom light.</ticket>')
-      expect(first.tools?.map((t) => t.function.name)).to.have.members(['turn_on', 'turn_off', 'done'])
+      expect(first.tools?.map((t) => t.function.name)).to.have.members(['toggle_light', 'done'])
       // the quick-start tokenizer's tool phrases are built from these exact schemas
       expect(first.tools).to.deep.equal(workloadTools())
     })
 
     it('should reward 0 when the agent runs out of steps before done', async () => {
       agent = turns(
-        { tool_calls: [{ name: 'turn_off', arguments: { room: 'bathroom' } }] },
-        { tool_calls: [{ name: 'turn_on', arguments: { room: 'office' } }] },
-        { tool_calls: [{ name: 'turn_on', arguments: { room: 'office' } }] },
+        { tool_calls: [{ name: 'toggle_light', arguments: { room: 'bathroom' } }] },
+        { tool_calls: [{ name: 'toggle_light', arguments: { room: 'office' } }] },
+        { tool_calls: [{ name: 'toggle_light', arguments: { room: 'office' } }] },
       )
       const { reward, info } = await run('turn_off_bathroom')
       expect(info.terminationReason).to.equal('max_steps')

@@ -93,12 +93,12 @@ describe('quick-start tokenizer (configs/models/quickstart)', () => {
 
     it('should encode every whole tool call of the domain as one token that decodes to the text the proxy parses', () => {
       const calls = enumerableCalls(workloadTools())
-      expect(calls).to.include(toolCallText('turn_on', { room: 'kitchen' }))
+      expect(calls).to.include(toolCallText('toggle_light', { room: 'kitchen' }))
       expect(calls).to.include('<tool_call>{"name": "done", "arguments": {}}</tool_call>')
       expect(calls).to.include(
-        '<tool_call>\n{"name": "turn_off", "arguments": {"room": "office"}}\n</tool_call>',
+        '<tool_call>\n{"name": "toggle_light", "arguments": {"room": "office"}}\n</tool_call>',
       )
-      expect(calls).to.include('<tool_call>{"name":"turn_off","arguments":{"room":"office"}}</tool_call>')
+      expect(calls).to.include('<tool_call>{"name":"toggle_light","arguments":{"room":"office"}}</tool_call>')
       for (const call of calls) {
         const ids = tok.encode(call)
         expect(ids, call).to.have.length(1)
@@ -138,7 +138,7 @@ describe('quick-start tokenizer (configs/models/quickstart)', () => {
         role: 'assistant',
         content: '',
         tool_calls: [
-          { id: 'a', type: 'function', function: { name: 'turn_on', arguments: '{"room": "kitchen"}' } },
+          { id: 'a', type: 'function', function: { name: 'toggle_light', arguments: '{"room": "kitchen"}' } },
         ],
       },
       { role: 'tool', content: '{"room": "kitchen", "light": "on"}', tool_call_id: 'a' },
@@ -150,11 +150,11 @@ describe('quick-start tokenizer (configs/models/quickstart)', () => {
       expect(text.startsWith('<|im_start|>system\n# Tools\n')).to.equal(true)
       expect(text).to.contain('</tools>\n\nYou are an assistant.<|im_end|>\n')
       for (const t of tools()) expect(text).to.contain(`{"name": "${t.function.name}"`)
-      expect(tools().map((t) => t.function.name)).to.deep.equal(['turn_on', 'turn_off', 'done'])
-      expect(text).to.contain('<tools>\n{"type": "function", "function": {"name": "turn_on"')
+      expect(tools().map((t) => t.function.name)).to.deep.equal(['toggle_light', 'done'])
+      expect(text).to.contain('<tools>\n{"type": "function", "function": {"name": "toggle_light"')
       expect(text).to.contain('<|im_end|>\n<|im_start|>user\nLight the kitchen, please.<|im_end|>\n')
       expect(text).to.contain(
-        '<|im_start|>assistant\n<tool_call>{"name": "turn_on", "arguments": {"room": "kitchen"}}</tool_call><|im_end|>\n',
+        '<|im_start|>assistant\n<tool_call>{"name": "toggle_light", "arguments": {"room": "kitchen"}}</tool_call><|im_end|>\n',
       )
       expect(text).to.contain(
         '<|im_start|>tool\n<tool_response>{"room": "kitchen", "light": "on"}</tool_response><|im_end|>\n',
@@ -170,18 +170,22 @@ describe('quick-start tokenizer (configs/models/quickstart)', () => {
       const parsed = parseOutput(out, { tools: true, reasoning: false, idPrefix: 'c' })
       expect(parsed.content).to.equal('')
       expect(parsed.toolCalls.map((c) => [c.name, JSON.parse(c.arguments)])).to.deep.equal([
-        ['turn_on', { room: 'kitchen' }],
+        ['toggle_light', { room: 'kitchen' }],
       ])
       // the model's own call text re-renders to the same single token
-      expect(tok.encode(out)).to.deep.equal([tok.tokenToId(toolCallText('turn_on', { room: 'kitchen' }))])
+      expect(tok.encode(out)).to.deep.equal([
+        tok.tokenToId(toolCallText('toggle_light', { room: 'kitchen' })),
+      ])
       // as the agent sends it back (compact arguments JSON), the rendered call is one token too
       const compact = messages().slice(0, 3)
       compact[2].tool_calls = [
-        { id: 'a', type: 'function', function: { name: 'turn_on', arguments: '{"room":"kitchen"}' } },
+        { id: 'a', type: 'function', function: { name: 'toggle_light', arguments: '{"room":"kitchen"}' } },
       ]
       const t2 = template.render(compact, {})
       const call = t2.slice(t2.lastIndexOf('<tool_call>'), t2.lastIndexOf('<|im_end|>'))
-      expect(call).to.equal('<tool_call>{"name": "turn_on", "arguments": {"room":"kitchen"}}</tool_call>')
+      expect(call).to.equal(
+        '<tool_call>{"name": "toggle_light", "arguments": {"room":"kitchen"}}</tool_call>',
+      )
       expect(tok.encode(call)).to.have.length(1)
     })
 
@@ -216,8 +220,8 @@ describe('quick-start tokenizer (configs/models/quickstart)', () => {
         })
         const ids = tok.encode(text)
         expect(tok.decode(ids)).to.equal(text)
-        // ~1,900 characters; bytes alone would be as many tokens
-        expect(text.length).to.be.above(1500)
+        // ~1,500 characters; bytes alone would be as many tokens
+        expect(text.length).to.be.above(1200)
         expect(ids.length, task.id).to.be.below(80)
       }
     })

@@ -4,10 +4,10 @@
  * does it, then calls `done`. Tiny on purpose, so that a randomly initialised tiny model sometimes
  * succeeds and RL has signal (see configs/models/quickstart).
  *
- * Database: `{ rooms: { <room>: { room, light: 'on' | 'off' } } }`. Agent tools only (`turn_on`, `turn_off`;
- * each returns the room), no user toolkit. Reward basis ENV_ASSERTION (the room ends in the asked state)
- * and ACTION (the gold call was made): calls on other rooms are not penalised, so that random
- * exploration is not cut short (the learner still has to find the one call that matters).
+ * Database: `{ rooms: { <room>: { room, light: 'on' | 'off' } } }`. One agent tool, `toggle_light(room)`
+ * (returns the room), no user toolkit. Reward basis DB + ENV_ASSERTION + ACTION: the home must end exactly
+ * as asked, so every call on another room, or a second toggle, fails the task — success means the first
+ * call was the right one, which is the signal a tiny model learns from.
  */
 import { FloatRules } from '../pyjson.ts'
 import { type EnvFn, p, str, type ToolDef, toolMap } from '../tools.ts'
@@ -32,28 +32,17 @@ const room = (s: HomeState, name: unknown): Room => {
   return r
 }
 
-const switchTo =
-  (light: Room['light']) =>
-  (s: HomeState, a: Record<string, unknown>): Room => {
-    const r = room(s, a.room)
-    r.light = light
-    return r
-  }
-
 const agentTools: ToolDef<HomeState>[] = [
   {
-    name: 'turn_on',
+    name: 'toggle_light',
     kind: 'write',
-    description: 'Turn the light of a room on.',
+    description: 'Flip the light switch of a room: on becomes off, off becomes on.',
     params: { room: roomParam },
-    run: switchTo('on'),
-  },
-  {
-    name: 'turn_off',
-    kind: 'write',
-    description: 'Turn the light of a room off.',
-    params: { room: roomParam },
-    run: switchTo('off'),
+    run: (s, a) => {
+      const r = room(s, a.room)
+      r.light = r.light === 'on' ? 'off' : 'on'
+      return r
+    },
   },
 ]
 
