@@ -276,6 +276,8 @@ export class Completer {
       topK: req.top_k,
       stopTokenIds: [...this.tokenizer.eosTokenIds],
       stop: stopList(req.stop),
+      // for engines that stop on ids only (embedded): the tokens whose text completes a stop string
+      stopStringIds: (stopList(req.stop) ?? []).flatMap((t) => this.tokenizer.idsCompleting(t)),
       seed: req.seed,
     }
   }

@@ -42,6 +42,7 @@ export class ModelTokenizer {
   /** largest id + 1 (the vocabulary size the engine's logits cover, at least) */
   readonly vocabSize: number
   private readonly tok: Tokenizer
+  private readonly completing = new Map<string, number[]>()
 
   constructor(files: TokenizerFiles) {
     try {
@@ -116,6 +117,24 @@ export class ModelTokenizer {
 
   idToToken(id: number): string | undefined {
     return this.tok.id_to_token(id)
+  }
+
+  /**
+   * Ids of the tokens whose text contains `stop`: sampling one of them completes the stop string within
+   * that token. Engines that stop on token ids only (the embedded engine) get these for a request's `stop`
+   * strings; a stop string spread over several tokens is not caught this way. Cached per string; the first
+   * call decodes the vocabulary once.
+   */
+  idsCompleting(stop: string): number[] {
+    let ids = this.completing.get(stop)
+    if (!ids) {
+      ids = []
+      if (stop)
+        for (let id = 0; id < this.vocabSize; id++)
+          if (this.tok.id_to_token(id) !== undefined && this.decode([id]).includes(stop)) ids.push(id)
+      this.completing.set(stop, ids)
+    }
+    return ids
   }
 
   isEos(id: number): boolean {

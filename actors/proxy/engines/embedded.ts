@@ -47,7 +47,9 @@ export class EmbeddedEngine implements Engine {
               temperature: s.temperature,
               topP: s.topP,
               ...(s.topK !== undefined ? { topK: s.topK } : {}),
-              stopTokenIds: s.stopTokenIds,
+              stopTokenIds: s.stopStringIds?.length
+                ? [...new Set([...s.stopTokenIds, ...s.stopStringIds])]
+                : s.stopTokenIds,
               ...(s.seed !== undefined ? { seed: s.seed } : {}),
             },
           },

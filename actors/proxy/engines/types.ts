@@ -19,6 +19,12 @@ export interface Sampling {
   /** ids that end generation (the model's eos ids); the stop id is included in the output */
   stopTokenIds: number[]
   stop?: string[]
+  /**
+   * Ids of tokens whose text completes one of `stop` (from the proxy's tokenizer). Engines that match stop
+   * strings themselves (SGLang, vLLM) ignore it; the embedded engine, which stops on ids only, adds them to
+   * stopTokenIds. A stop string spread over several tokens is not caught that way.
+   */
+  stopStringIds?: number[]
   seed?: number
 }
 
