@@ -100,6 +100,12 @@ async function runController(cfg: RunConfig, runDir: string, configPath: string)
   })
   const taskIds = loadTasks(dataDirOf(cfg.econfig), cfg.econfig.domain, cfg.econfig.split).map((t) => t.id)
   const resume = cfg.recover.mode === 'auto' ? latestCheckpoint(runDir) : undefined
+  if (resume && resume.state.step >= cfg.total_train_steps) {
+    process.stdout.write(
+      `nothing to train: ${runDir} is at step ${resume.state.step} of total_train_steps=${cfg.total_train_steps} (raise it to continue, or pass another trial_name=… to start over)\n`,
+    )
+    return 0
+  }
 
   const ctl = new Actor({ id: 'controller', role: 'controller', log, bus: toBusConfig(cfg.bus) })
   const dir = new Directory(ctl)
@@ -242,11 +248,17 @@ async function runController(cfg: RunConfig, runDir: string, configPath: string)
     bar.finish()
     if (failure) throw failure
     // the final state is a checkpoint too (recover continues from it)
-    if (end.step > (resume?.state.step ?? 0) && end.step % Math.max(1, cfg.saver.freq_steps) !== 0)
+    // (unless the loop just wrote one: freq_steps > 0 and the last step is a multiple of it)
+    const justSaved = cfg.saver.freq_steps > 0 && end.step % cfg.saver.freq_steps === 0
+    if (end.step > (resume?.state.step ?? 0) && !justSaved)
       await ops.checkpoint(join(runDir, 'checkpoints', `step-${end.step}`), end.step, end)
     const k = Math.min(3, Math.max(1, Math.floor(curve.length / 3)))
     const avg = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length)
-    if (curve.length)
+    if (!curve.length)
+      process.stdout.write(
+        `nothing to train: ${runDir} is at step ${end.step} of total_train_steps=${cfg.total_train_steps} (raise it to continue, or pass another trial_name=… to start over)\n`,
+      )
+    else
       process.stdout.write(
         `reward: start ${avg(curve.slice(0, k)).toFixed(3)} → end ${avg(curve.slice(-k)).toFixed(3)} over ${curve.length} steps (step ${end.step}, version ${end.version}); metrics in ${join(runDir, 'metrics.jsonl')}\n`,
       )
