@@ -15,7 +15,10 @@ describe('shipped configs', () => {
 
   it('should give the tau2 cluster configs the seed keys', () => {
     for (const d of ['airline', 'retail', 'telecom'] as const) {
-      const cfg = loadConfig(runSchema, { file: `${dir}tau2-${d}.yaml`, overrides: ['econfig.data_dir=/data/tau2'] })
+      const cfg = loadConfig(runSchema, {
+        file: `${dir}tau2-${d}.yaml`,
+        overrides: ['econfig.data_dir=/data/tau2'],
+      })
       expect(cfg.econfig.domain).to.equal(d)
       expect(cfg.scheduler.type).to.equal('slurm')
       expect(cfg.allocation_mode).to.equal('sglang:d4t2+archon:d4p1t2')
