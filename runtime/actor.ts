@@ -23,7 +23,7 @@ import { hostname } from 'node:os'
 import { Dealer, Router } from 'zeromq'
 import { type BusConfig, busDefaults } from './bus-config.ts'
 import { decode, encode, type RejectInfo } from './codec.ts'
-import { type CodedError, type ErrCode, fail, fromWire, toWire } from './errors.ts'
+import { type CodedError, fail, fromWire, toWire } from './errors.ts'
 import type { Logger } from './log.ts'
 import {
   type AskEnvelope,
@@ -144,9 +144,9 @@ export class Actor {
         inflight: this.inflight,
       }),
       'test:echo': (b) => ({ data: b.data }),
-      'test:sleep': async (b, env) => {
+      'test:sleep': async (b) => {
         await new Promise((r) => setTimeout(r, b.ms))
-        return { slept: b.ms + 0 * env.id }
+        return { slept: b.ms }
       },
       'tap:set': (b) => this.setTaps(b.taps),
       'dir:up': (b) => {
@@ -638,6 +638,3 @@ export class Actor {
     }
   }
 }
-
-/** Make an error code count in `stats.rejected` from outside (e.g. a supervisor). */
-export type { ErrCode }
