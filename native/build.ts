@@ -6,7 +6,8 @@
  *   1. `LIBTORCH=/path/to/libtorch` (an unpacked libtorch zip or a torch package dir: include/ and lib/);
  *      set `LIBTORCH_CXX11_ABI=0|1` if it is not the default (1).
  *   2. a `python3` with torch (`torch.utils.cmake_prefix_path`, ABI from `torch._C._GLIBCXX_USE_CXX11_ABI`;
- *      CUDA builds also link torch_cuda/c10_cuda). `PYTHON=...` picks the interpreter.
+ *      CUDA builds also link torch_cuda/c10_cuda, and with nccl.h found (pip's nvidia/nccl next to torch)
+ *      compile c10d's NCCL process group in). `PYTHON=...` picks the interpreter.
  *   3. Debian's `libtorch-dev` (1.13, CPU) with `libgloo-dev` for c10d Gloo, under `/usr`
  *      (`LIBTORCH_SYSTEM_PREFIX` overrides the prefix).
  *
@@ -54,6 +55,10 @@ function fromDir(root: string, source: Libtorch['source'], abi: string | undefin
   if (existsSync(join(lib, 'libtorch_cuda.so'))) {
     libs.push('-ltorch_cuda', '-lc10_cuda')
     defines.push('-DTRN_WITH_CUDA')
+    // c10d's NCCL process group (compiled into libtorch_cuda) needs nccl.h and the CUDA headers.
+    const cuda = cudaIncludes(root)
+    includes.push(...cuda.dirs)
+    if (cuda.nccl) defines.push('-DUSE_C10D_NCCL')
   }
   if (existsSync(join(root, 'include', 'gloo')) || existsSync('/usr/include/gloo'))
     defines.push('-DUSE_C10D_GLOO')
@@ -65,6 +70,25 @@ function fromDir(root: string, source: Libtorch['source'], abi: string | undefin
     libs,
     ldflags: [`-L${lib}`, '-Wl,--no-as-needed', `-Wl,-rpath,${lib}`],
   }
+}
+
+/**
+ * CUDA and NCCL header dirs for a CUDA libtorch: `CUDA_HOME`/include or /usr/local/cuda/include, and the
+ * pip `nvidia/*` packages next to a torch package (their include/ dirs; NCCL's nccl.h is in nvidia/nccl).
+ */
+function cudaIncludes(torchRoot: string): { dirs: string[]; nccl: boolean } {
+  const dirs: string[] = []
+  const home = process.env.CUDA_HOME ?? '/usr/local/cuda'
+  if (existsSync(join(home, 'include', 'cuda_runtime_api.h'))) dirs.push(join(home, 'include'))
+  const nv = join(dirname(torchRoot), 'nvidia')
+  if (existsSync(nv)) {
+    for (const d of readdirSync(nv).sort()) {
+      const inc = join(nv, d, 'include')
+      if (existsSync(inc)) dirs.push(inc)
+    }
+  }
+  const nccl = dirs.some((d) => existsSync(join(d, 'nccl.h')))
+  return { dirs, nccl }
 }
 
 /** Finds libtorch (see the file header for the order); undefined when there is none. */

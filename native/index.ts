@@ -19,9 +19,14 @@
  * layout (`input_ids = prompt ++ output`, `logprobs = 0…0 ++ engine logprobs`, `loss_mask = 0…0 1…1`),
  * so trainer batches go in unshifted.
  *
- * Numbers. Model dtype float32 (default) or float64 (for gradient checks) on the CPU path; log-probs and
- * entropies come back as Float32Array, the PPO loss is computed in float64. Logits are computed in chunks
- * of about 2^22 values, so the full [T × vocab] logits never exist at once (also in the backward pass).
+ * Numbers. Master dtype float32 (default) or float64 (for gradient checks); compute dtype the same or, over
+ * float32 masters, bfloat16/float16 (RunOptions). Log-probs and entropies come back as Float32Array, the
+ * PPO loss is computed in float64. Logits are computed in chunks (about 2^22 values on the CPU, 2^28 on a
+ * GPU), so the full [T × vocab] logits never exist at once (also in the backward pass).
+ *
+ * Devices. `device: 'cuda:N'` runs the same API on a GPU (addon built against a CUDA libtorch); sharding
+ * over several GPUs uses an NCCL process group (initProcessGroup({backend: 'nccl'})), over CPU processes a
+ * Gloo one. Arrays cross the JS boundary on the host either way.
  */
 
 import { mkdirSync, writeFileSync } from 'node:fs'
@@ -35,7 +40,7 @@ import { checkpointTensors, readSafetensorsFile, type TensorLocation } from './s
 export type { HfQwen3Config, NativeModelConfig } from './config.ts'
 export { eosIds, readHfConfig, toNativeConfig } from './config.ts'
 
-/** Parameter dtype of a model on the CPU path. */
+/** Master dtype of a model: its weights, gradient accumulator and AdamW state. */
 export type ModelDtype = 'float32' | 'float64'
 /** Dtype of saved safetensors. */
 export type SaveDtype = 'float32' | 'bfloat16' | 'float16'
@@ -197,7 +202,32 @@ export interface GenerateOptions {
   onProgress?: (steps: number) => void
 }
 
-/** Rendezvous for a Gloo process group: a FileStore path (fresh per group) or a TCPStore host:port. */
+/** Forward/backward dtype: the master dtype, or bfloat16/float16 over float32 master weights. */
+export type ComputeDtype = 'float32' | 'float64' | 'bfloat16' | 'float16'
+
+/** Where a model computes: 'cpu', 'cuda' (device 0) or 'cuda:N'. */
+export type DeviceName = 'cpu' | 'cuda' | `cuda:${number}`
+
+/** How and where a model computes (createModel/loadModel). */
+export interface RunOptions {
+  /** Default 'cpu'. A CUDA device needs an addon built against a CUDA libtorch (TRN_ERR_DEVICE otherwise). */
+  device?: DeviceName
+  /**
+   * Default: the master dtype. 'bfloat16' keeps float32 master weights and AdamW state, materialises the
+   * parameters in bf16 for the forward/backward (flash attention over the packed sequences on CUDA), and
+   * accumulates every micro-batch's gradients in float32. Log-probs/entropies are float32 either way.
+   */
+  computeDtype?: ComputeDtype
+  /** Recompute each decoder layer's activations in the backward pass (memory for compute). Default false. */
+  activationCheckpointing?: boolean
+  /** Logits per chunk of the log-prob computation; default 2^22 on the CPU, 2^28 on a GPU. */
+  logitsChunk?: number
+}
+
+/**
+ * Rendezvous for a process group: a FileStore path (fresh per group) or a TCPStore host:port. Backend
+ * 'gloo' (CPU tensors, default) or 'nccl' (CUDA tensors; each rank names its GPU with `device`).
+ */
 export interface ProcessGroupOptions {
   rank: number
   worldSize: number
@@ -210,12 +240,18 @@ export interface ProcessGroupOptions {
   glooHostname?: string
   /** Rendezvous and collective timeout, default 300000 ms. */
   timeoutMs?: number
+  /** Default 'gloo'. Models on CUDA need 'nccl', models on the CPU 'gloo'. */
+  backend?: 'gloo' | 'nccl'
+  /** NCCL: this rank's GPU (default cuda:(rank mod device count)). */
+  device?: DeviceName
 }
 
 /** What the addon was built against. */
 export interface BuildInfo {
   torchVersion: string
   gloo: boolean
+  /** c10d NCCL process groups compiled in. */
+  nccl: boolean
   cuda: boolean
   cxx11Abi: boolean
 }
@@ -226,6 +262,9 @@ interface NativeModelInfo {
   numParams: number
   shardNumel: number
   dtype: ModelDtype
+  computeDtype: ComputeDtype
+  device: string
+  activationCheckpointing: boolean
   rank: number
   worldSize: number
   step: number
@@ -259,7 +298,7 @@ interface NativeModel {
 }
 
 interface NativeGroup {
-  info(): { rank: number; worldSize: number }
+  info(): { rank: number; worldSize: number; backend: 'gloo' | 'nccl' }
   allreduceSum(data: Float64Array): Promise<Float64Array>
   barrier(): Promise<void>
 }
@@ -267,12 +306,12 @@ interface NativeGroup {
 interface Addon {
   createModel(
     config: NativeModelConfig,
-    opts: { seed: number; dtype: ModelDtype; processGroup?: NativeGroup },
+    opts: { seed: number; dtype: ModelDtype; processGroup?: NativeGroup } & RunOptions,
   ): Promise<NativeModel>
   loadModel(
     config: NativeModelConfig,
     tensors: TensorLocation[],
-    opts: { dtype: ModelDtype; processGroup?: NativeGroup },
+    opts: { dtype: ModelDtype; processGroup?: NativeGroup } & RunOptions,
   ): Promise<NativeModel>
   ppoLoss(inputs: PpoLossInputs, loss: PpoLossConfig, denom?: number): PpoLossResult
   lrAt(optim: OptimizerConfig, step: number): number
@@ -280,6 +319,7 @@ interface Addon {
   setNumThreads(n: number): void
   numThreads(): number
   buildInfo(): BuildInfo
+  cudaDeviceCount(): number
 }
 
 const addonPath = join(dirname(fileURLToPath(import.meta.url)), 'build', 'trainer.node')
@@ -315,18 +355,20 @@ async function call<T>(fn: () => Promise<T> | T): Promise<T> {
 
 // ---- public API ---------------------------------------------------------------------------------------
 
-/** A Gloo process group (CPU). Collective methods must be called by every rank. */
+/** A Gloo (CPU) or NCCL (CUDA) process group. Collective methods must be called by every rank. */
 export class ProcessGroup {
   /** @internal */
   readonly handle: NativeGroup
   readonly rank: number
   readonly worldSize: number
+  readonly backend: 'gloo' | 'nccl'
   /** @internal */
   constructor(handle: NativeGroup) {
     this.handle = handle
     const i = handle.info()
     this.rank = i.rank
     this.worldSize = i.worldSize
+    this.backend = i.backend
   }
   /** Element-wise sum over ranks (collective). */
   allreduceSum(data: Float64Array): Promise<Float64Array> {
@@ -338,7 +380,7 @@ export class ProcessGroup {
   }
 }
 
-/** Joins (or, on rank 0 with TCP, hosts) a Gloo group; resolves once all `worldSize` ranks joined. */
+/** Joins (or, on rank 0 with TCP, hosts) a group; resolves once all `worldSize` ranks joined. */
 export function initProcessGroup(opts: ProcessGroupOptions): Promise<ProcessGroup> {
   return call(async () => new ProcessGroup(await native().initProcessGroup(opts)))
 }
@@ -351,6 +393,9 @@ export function initProcessGroup(opts: ProcessGroupOptions): Promise<ProcessGrou
 export class Model {
   readonly config: HfQwen3Config
   readonly dtype: ModelDtype
+  readonly computeDtype: ComputeDtype
+  /** Where it computes, as libtorch names it ('cpu', 'cuda:0', …). */
+  readonly device: string
   readonly rank: number
   readonly worldSize: number
   /** Total parameter count (not per shard). */
@@ -367,6 +412,8 @@ export class Model {
     this.config = config
     const i = handle.info()
     this.dtype = i.dtype
+    this.computeDtype = i.computeDtype
+    this.device = i.device
     this.rank = i.rank
     this.worldSize = i.worldSize
     this.numParams = i.numParams
@@ -536,7 +583,7 @@ function optimizerFile(rank: number, worldSize: number): string {
   return `optimizer-rank${rank}-of-${worldSize}.safetensors`
 }
 
-export interface CreateModelOptions {
+export interface CreateModelOptions extends RunOptions {
   /** HF config (as config.json). */
   config: HfQwen3Config
   /** Seed of the random init (HF's: normal(0, initializer_range) matrices, ones for norms). Default 0. */
@@ -551,6 +598,7 @@ export function createModel(opts: CreateModelOptions): Promise<Model> {
   return call(async () => {
     const nc = toNativeConfig(opts.config)
     const h = await native().createModel(nc, {
+      ...runOptions(opts),
       seed: opts.seed ?? 0,
       dtype: opts.dtype ?? 'float32',
       processGroup: opts.processGroup?.handle,
@@ -562,17 +610,28 @@ export function createModel(opts: CreateModelOptions): Promise<Model> {
 /** Loads an HF checkpoint directory (config.json + safetensors, sharded or not; F32/F16/BF16/F64). */
 export function loadModel(
   dir: string,
-  opts: { dtype?: ModelDtype; processGroup?: ProcessGroup } = {},
+  opts: { dtype?: ModelDtype; processGroup?: ProcessGroup } & RunOptions = {},
 ): Promise<Model> {
   return call(async () => {
     const config = readHfConfig(dir)
     const tensors = checkpointTensors(dir)
     const h = await native().loadModel(toNativeConfig(config), tensors, {
+      ...runOptions(opts),
       dtype: opts.dtype ?? 'float32',
       processGroup: opts.processGroup?.handle,
     })
     return new Model(h, config)
   })
+}
+
+/** The RunOptions keys that were given (absent keys keep the native defaults). */
+function runOptions(o: RunOptions): RunOptions {
+  const r: RunOptions = {}
+  if (o.device !== undefined) r.device = o.device
+  if (o.computeDtype !== undefined) r.computeDtype = o.computeDtype
+  if (o.activationCheckpointing !== undefined) r.activationCheckpointing = o.activationCheckpointing
+  if (o.logitsChunk !== undefined) r.logitsChunk = o.logitsChunk
+  return r
 }
 
 /** Inputs of the standalone PPO loss (all [T]; float64 log-probs). */
@@ -629,4 +688,9 @@ export function numThreads(): number {
 
 export function buildInfo(): BuildInfo {
   return native().buildInfo()
+}
+
+/** CUDA devices this process can use (0 with a CPU-only addon or no GPU). */
+export function cudaDeviceCount(): number {
+  return native().cudaDeviceCount()
 }

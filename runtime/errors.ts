@@ -338,6 +338,11 @@ export const catalogue = {
     message: 'process group rendezvous or collective failed',
     hint: 'check every rank runs with the same worldSize and rendezvous (fresh storePath or host:port), and is alive',
   },
+  TRN_ERR_DEVICE: {
+    status: 503,
+    message: 'the requested device is not available to the native trainer',
+    hint: "build the addon against a CUDA libtorch (python3 with torch+CUDA, or LIBTORCH) on a machine with a GPU, or use device 'cpu'",
+  },
   TRN_ERR_TORCH: {
     status: 500,
     message: 'libtorch raised an error',

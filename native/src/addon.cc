@@ -89,6 +89,7 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   o.Set("torchVersion", "unknown");
 #endif
   o.Set("gloo", haveGloo());
+  o.Set("nccl", haveNccl());
 #ifdef TRN_WITH_CUDA
   o.Set("cuda", true);
 #else
@@ -97,6 +98,8 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   o.Set("cxx11Abi", static_cast<bool>(_GLIBCXX_USE_CXX11_ABI));
   return o;
 }
+
+Napi::Value CudaDeviceCount(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), cudaDeviceCount()); }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // NOTE: glibc serves blocks above the (dynamic) mmap threshold with fresh mmaps and unmaps them on free;
@@ -117,6 +120,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("numThreads", Napi::Function::New(env, NumThreads));
   exports.Set("buildInfo", Napi::Function::New(env, BuildInfo));
+  exports.Set("cudaDeviceCount", Napi::Function::New(env, CudaDeviceCount));
   return exports;
 }
 

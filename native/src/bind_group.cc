@@ -23,6 +23,7 @@ class GroupWrap : public Napi::ObjectWrap<GroupWrap> {
     auto o = Napi::Object::New(info.Env());
     o.Set("rank", comm ? comm->rank() : 0);
     o.Set("worldSize", comm ? comm->worldSize() : 1);
+    o.Set("backend", comm ? comm->backend() : std::string("gloo"));
     return o;
   }
   void begin() {
@@ -72,7 +73,7 @@ std::shared_ptr<Comm> groupOf(Napi::Env env, const Napi::Object& opts) {
   return comm && comm->worldSize() > 1 ? comm : nullptr;
 }
 
-// initProcessGroup({rank, worldSize, storePath | host+port, glooHostname, timeoutMs})
+// initProcessGroup({rank, worldSize, storePath | host+port, glooHostname, timeoutMs, backend, device})
 Napi::Value InitProcessGroup(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     auto o = obj(info[0], "options");
@@ -84,11 +85,13 @@ Napi::Value InitProcessGroup(const Napi::CallbackInfo& info) {
     c.port = static_cast<int>(integer(o, "port", 0));
     c.glooHostname = str(o, "glooHostname", "");
     c.timeoutMs = integer(o, "timeoutMs", 300000);
+    c.backend = str(o, "backend", "gloo");
+    c.device = str(o, "device", "");
     TRN_CHECK(c.worldSize >= 1, "TRN_ERR_ARG", "worldSize must be >= 1");
     TRN_CHECK(c.rank >= 0 && c.rank < c.worldSize, "TRN_ERR_ARG", "rank must be in [0, worldSize)");
     auto holder = std::make_shared<std::shared_ptr<Comm>>();
     auto w = new PromiseWorker(
-        info.Env(), [=] { *holder = createGlooComm(c); },
+        info.Env(), [=] { *holder = createComm(c); },
         [=](Napi::Env env) -> Napi::Value {
           auto* data = env.GetInstanceData<AddonData>();
           auto ext = Napi::External<std::shared_ptr<Comm>>::New(env, new std::shared_ptr<Comm>(*holder),

@@ -1,6 +1,7 @@
 #include "bind_model.h"
 
 #include <ATen/core/grad_mode.h>
+#include <c10/core/DeviceGuard.h>
 
 #include "bind_group.h"
 #include "generate.h"
@@ -52,7 +53,12 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     };
   }
   Napi::Value queue(const Napi::CallbackInfo& info, std::function<void()> run, std::function<Napi::Value(Napi::Env)> res) {
-    auto w = new PromiseWorker(info.Env(), std::move(run), std::move(res), release());
+    // Work runs on a libuv thread: make the model's device current there.
+    auto onDevice = [dev = model_->device(), run = std::move(run)] {
+      c10::DeviceGuard g(dev);
+      run();
+    };
+    auto w = new PromiseWorker(info.Env(), std::move(onDevice), std::move(res), release());
     w->keep(info.This().As<Napi::Object>());
     w->Queue();
     return w->promise();
@@ -67,6 +73,9 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       o.Set("numParams", static_cast<double>(st.numParams()));
       o.Set("shardNumel", static_cast<double>(st.master().numel()));
       o.Set("dtype", dtypeName(st.dtype()));
+      o.Set("computeDtype", dtypeName(st.computeDtype()));
+      o.Set("device", st.device().str());
+      o.Set("activationCheckpointing", model_->run.checkpointing);
       o.Set("rank", st.rank());
       o.Set("worldSize", st.worldSize());
       o.Set("step", static_cast<double>(st.step));
@@ -101,11 +110,10 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
             at::NoGradGuard ng;
             const auto& full = m->store.materialize(false);
             auto w = m->weights(full);
-            auto h = m->hidden(w, batch->ids, batch->positions(),
-                               [&](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int) {
-                                 return attentionPacked(q, k, v, batch->cu);
-                               });
+            auto h = m->hidden(w, batch->ids, batch->positions(), m->attention(*batch));
             *out = m->score(w, h, *batch, temperature);
+            out->logprobs = out->logprobs.to(at::kCPU);
+            out->entropy = out->entropy.to(at::kCPU);
             m->store.release();
           },
           [out](Napi::Env env) -> Napi::Value {
@@ -201,7 +209,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
           info,
           [=] {
             const auto& full = m->store.materialize(false);
-            for (auto& t : full) vals->push_back(t.detach().clone());
+            for (auto& t : full) vals->push_back(t.detach().to(at::kCPU, m->store.dtype(), false, /*copy=*/true));
             m->store.release();
           },
           [=](Napi::Env env) -> Napi::Value {
@@ -321,6 +329,7 @@ class GenerateWorker : public Napi::AsyncProgressWorker<int64_t> {
   // no N-API/V8 here: worker thread
   void Execute(const ExecutionProgress& progress) override {
     try {
+      c10::DeviceGuard g(model_->device());
       const bool wantProgress = !progressFn_.IsEmpty();
       out_ = generate(*model_, reqs_, s_, ctrl_, [&](int64_t steps) {
         if (wantProgress) progress.Send(&steps, 1);
@@ -421,19 +430,31 @@ Napi::Value makeModel(Napi::Env env, std::shared_ptr<Model> m) {
 
 Napi::Function modelClass(Napi::Env env) { return ModelWrap::Init(env); }
 
-// createModel(config, {seed, dtype, processGroup})
+// {device, computeDtype, activationCheckpointing, logitsChunk} of createModel/loadModel's options.
+RunOptions readRun(const Napi::Object& opts, at::ScalarType dtype) {
+  RunOptions r;
+  r.device = deviceFromName(str(opts, "device", "cpu"));
+  r.compute = has(opts, "computeDtype") ? dtypeFromName(str(opts, "computeDtype", "float32")) : dtype;
+  r.checkpointing = flag(opts, "activationCheckpointing", false);
+  r.logitsChunk = integer(opts, "logitsChunk", 0);
+  return r;
+}
+
+// createModel(config, {seed, dtype, processGroup, device, computeDtype, activationCheckpointing, logitsChunk})
 Napi::Value CreateModel(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     auto cfg = readConfig(obj(info[0], "config"));
     auto opts = obj(info[1], "options");
     auto seed = static_cast<uint64_t>(integer(opts, "seed", 0));
     auto dtype = dtypeFromName(str(opts, "dtype", "float32"));
+    auto run = readRun(opts, dtype);
     auto comm = groupOf(info.Env(), opts);
     auto holder = std::make_shared<std::shared_ptr<Model>>();
     auto w = new PromiseWorker(
         info.Env(),
         [=] {
-          auto m = std::make_shared<Model>(cfg, dtype, comm);
+          c10::DeviceGuard g(run.device);
+          auto m = std::make_shared<Model>(cfg, dtype, comm, run);
           m->initRandom(seed);
           *holder = m;
         },
@@ -443,19 +464,21 @@ Napi::Value CreateModel(const Napi::CallbackInfo& info) {
   });
 }
 
-// loadModel(config, tensors: TensorLocation[], {dtype, processGroup})
+// loadModel(config, tensors: TensorLocation[], {dtype, processGroup, device, computeDtype, activationCheckpointing, logitsChunk})
 Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     auto cfg = readConfig(obj(info[0], "config"));
     auto locs = readLocations(info[1]);
     auto opts = obj(info[2], "options");
     auto dtype = dtypeFromName(str(opts, "dtype", "float32"));
+    auto run = readRun(opts, dtype);
     auto comm = groupOf(info.Env(), opts);
     auto holder = std::make_shared<std::shared_ptr<Model>>();
     auto w = new PromiseWorker(
         info.Env(),
         [=] {
-          auto m = std::make_shared<Model>(cfg, dtype, comm);
+          c10::DeviceGuard g(run.device);
+          auto m = std::make_shared<Model>(cfg, dtype, comm, run);
           std::vector<bool> seen(m->store.specs().size(), false);
           for (auto& l : locs) {
             int i = m->store.indexOf(l.name);

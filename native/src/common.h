@@ -3,6 +3,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/detail/CUDAHooksInterface.h>
 
 #include <cstdint>
 #include <stdexcept>
@@ -50,6 +51,30 @@ inline std::string dtypeName(at::ScalarType t) {
     case at::kHalf: return "float16";
     default: return "other";
   }
+}
+
+/** CUDA devices this process can use (0 in a CPU-only build or without a GPU). */
+inline int cudaDeviceCount() {
+  try {
+    return at::detail::getCUDAHooks().hasCUDA() ? static_cast<int>(at::detail::getCUDAHooks().getNumGPUs()) : 0;
+  } catch (...) {
+    return 0;
+  }
+}
+
+/** "cpu" | "cuda" | "cuda:N" → Device; TRN_ERR_DEVICE when that CUDA device does not exist here. */
+inline at::Device deviceFromName(const std::string& name) {
+  if (name == "cpu") return at::Device(at::kCPU);
+  int index = 0;
+  if (name == "cuda") index = 0;
+  else if (name.rfind("cuda:", 0) == 0 && name.size() > 5 && name.find_first_not_of("0123456789", 5) == std::string::npos)
+    index = std::stoi(name.substr(5));
+  else TRN_FAIL("TRN_ERR_ARG", "unknown device '" + name + "' (expected cpu, cuda or cuda:N)");
+  const int n = cudaDeviceCount();
+  TRN_CHECK(index < n, "TRN_ERR_DEVICE",
+            "device " + name + " requested but this process sees " + std::to_string(n) + " CUDA device(s)" +
+                (n == 0 ? " (CPU-only libtorch build, or no GPU)" : ""));
+  return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(index));
 }
 
 inline std::string shapeStr(at::IntArrayRef s) {

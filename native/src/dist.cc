@@ -2,13 +2,71 @@
 
 #include "common.h"
 
-#ifdef USE_C10D_GLOO
+#if defined(USE_C10D_GLOO) || defined(USE_C10D_NCCL)
 #include <torch/csrc/distributed/c10d/FileStore.hpp>
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#endif
+#ifdef USE_C10D_GLOO
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
+#ifdef USE_C10D_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
 namespace trn {
+
+// Portable fallbacks, in terms of allgather / allreduce.
+void Comm::allgatherInto(at::Tensor& out, const at::Tensor& in) {
+  auto parts = allgather(in);
+  const int64_t n = in.numel();
+  for (int r = 0; r < worldSize(); r++) out.narrow(0, r * n, n).copy_(parts[r].reshape({-1}));
+}
+
+void Comm::reduceScatterSum(at::Tensor& out, at::Tensor& in) {
+  allreduceSum(in);
+  const int64_t n = out.numel();
+  out.copy_(in.narrow(0, rank() * n, n));
+}
+
+#if defined(USE_C10D_GLOO) || defined(USE_C10D_NCCL)
+
+namespace {
+
+template <typename F>
+void runWork(F&& start, const char* what, int rank) {
+  try {
+    auto work = start();
+    work->wait();
+  } catch (const TrnError&) {
+    throw;
+  } catch (const std::exception& e) {
+    TRN_FAIL("TRN_ERR_DIST", std::string(what) + " failed on rank " + std::to_string(rank) + ": " + e.what());
+  }
+}
+
+c10::intrusive_ptr<c10d::Store> makeStore(const CommOptions& o) {
+  auto timeout = std::chrono::milliseconds(o.timeoutMs);
+  c10::intrusive_ptr<c10d::Store> store;
+  if (!o.storePath.empty()) {
+    store = c10::make_intrusive<c10d::FileStore>(o.storePath, o.worldSize);
+  } else {
+    TRN_CHECK(!o.host.empty() && o.port > 0 && o.port < 65536, "TRN_ERR_ARG",
+              "give either storePath or host and port for the rendezvous");
+    c10d::TCPStoreOptions so;
+    so.port = static_cast<std::uint16_t>(o.port);
+    so.isServer = o.rank == 0;
+    so.numWorkers = static_cast<std::size_t>(o.worldSize);
+    so.waitWorkers = true;
+    so.timeout = timeout;
+    store = c10::make_intrusive<c10d::TCPStore>(o.host, so);
+  }
+  store->setTimeout(timeout);
+  return store;
+}
+
+}  // namespace
+
+#endif
 
 #ifdef USE_C10D_GLOO
 
@@ -20,19 +78,43 @@ class GlooComm : public Comm {
       : pg_(std::move(pg)), rank_(rank), world_(world) {}
   int rank() const override { return rank_; }
   int worldSize() const override { return world_; }
+  std::string backend() const override { return "gloo"; }
+  at::Device device() const override { return at::Device(at::kCPU); }
 
   void allreduceSum(at::Tensor& t) override {
+    if (!t.is_cpu()) {  // staged through the CPU
+      auto c = t.to(at::kCPU).contiguous();
+      allreduceSum(c);
+      t.copy_(c);
+      return;
+    }
     TRN_CHECK(t.is_contiguous(), "TRN_ERR_DIST", "allreduce needs a contiguous tensor");
     std::vector<at::Tensor> ts{t};
-    run([&] { return pg_->allreduce(ts); }, "allreduce");
+    runWork([&] { return pg_->allreduce(ts); }, "allreduce", rank_);
   }
 
   std::vector<at::Tensor> allgather(const at::Tensor& t) override {
-    std::vector<at::Tensor> in{t.contiguous()};
+    std::vector<at::Tensor> in{t.to(at::kCPU).contiguous()};
     std::vector<std::vector<at::Tensor>> out(1);
     for (int r = 0; r < world_; r++) out[0].push_back(at::empty_like(in[0]));
-    run([&] { return pg_->allgather(out, in); }, "allgather");
+    runWork([&] { return pg_->allgather(out, in); }, "allgather", rank_);
+    if (!t.is_cpu())
+      for (auto& x : out[0]) x = x.to(t.device());
     return out[0];
+  }
+
+  void broadcast(at::Tensor& t, int root) override {
+    if (!t.is_cpu()) {
+      auto c = t.to(at::kCPU).contiguous();
+      broadcast(c, root);
+      t.copy_(c);
+      return;
+    }
+    TRN_CHECK(t.is_contiguous(), "TRN_ERR_DIST", "broadcast needs a contiguous tensor");
+    std::vector<at::Tensor> ts{t};
+    c10d::BroadcastOptions bo;
+    bo.rootRank = root;
+    runWork([&] { return pg_->broadcast(ts, bo); }, "broadcast", rank_);
   }
 
   void barrier() override {
@@ -42,71 +124,155 @@ class GlooComm : public Comm {
   }
 
  private:
-  template <typename F>
-  void run(F&& start, const char* what) {
-    try {
-      auto work = start();
-      work->wait();
-    } catch (const TrnError&) {
-      throw;
-    } catch (const std::exception& e) {
-      TRN_FAIL("TRN_ERR_DIST", std::string(what) + " failed on rank " + std::to_string(rank_) + ": " + e.what());
-    }
-  }
-
   c10::intrusive_ptr<c10d::ProcessGroupGloo> pg_;
   int rank_;
   int world_;
 };
 
+std::shared_ptr<Comm> createGloo(const CommOptions& o) {
+  auto timeout = std::chrono::milliseconds(o.timeoutMs);
+  auto store = makeStore(o);
+  auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
+  if (!o.glooHostname.empty()) {
+    opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(o.glooHostname));
+  } else {
+    opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+  }
+  auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, o.rank, o.worldSize, opts);
+  return std::make_shared<GlooComm>(pg, o.rank, o.worldSize);
+}
+
 }  // namespace
 
-std::shared_ptr<Comm> createGlooComm(const CommOptions& o) {
+bool haveGloo() { return true; }
+
+#else
+
+bool haveGloo() { return false; }
+
+#endif
+
+#ifdef USE_C10D_NCCL
+
+namespace {
+
+class NcclComm : public Comm {
+ public:
+  NcclComm(c10::intrusive_ptr<c10d::ProcessGroupNCCL> pg, int rank, int world, at::Device dev)
+      : pg_(std::move(pg)), rank_(rank), world_(world), dev_(dev) {}
+  int rank() const override { return rank_; }
+  int worldSize() const override { return world_; }
+  std::string backend() const override { return "nccl"; }
+  at::Device device() const override { return dev_; }
+
+  void allreduceSum(at::Tensor& t) override {
+    if (t.device() != dev_ || !t.is_contiguous()) {  // staged through this rank's GPU
+      auto c = t.to(dev_).contiguous();
+      allreduceSum(c);
+      t.copy_(c);
+      return;
+    }
+    std::vector<at::Tensor> ts{t};
+    runWork([&] { return pg_->allreduce(ts); }, "allreduce", rank_);
+  }
+
+  std::vector<at::Tensor> allgather(const at::Tensor& t) override {
+    auto in = t.to(dev_).contiguous();
+    auto flat = at::empty({world_ * in.numel()}, in.options());
+    allgatherInto(flat, in.reshape({-1}));
+    std::vector<at::Tensor> out;
+    for (int r = 0; r < world_; r++) out.push_back(flat.narrow(0, r * in.numel(), in.numel()).view(t.sizes()).to(t.device()));
+    return out;
+  }
+
+  void allgatherInto(at::Tensor& out, const at::Tensor& in) override {
+    TRN_CHECK(out.device() == dev_ && in.device() == dev_ && out.is_contiguous() && in.is_contiguous(), "TRN_ERR_DIST",
+              "allgatherInto needs contiguous tensors on the group's device");
+    auto i = in;
+    runWork([&] { return pg_->_allgather_base(out, i); }, "allgather", rank_);
+  }
+
+  void reduceScatterSum(at::Tensor& out, at::Tensor& in) override {
+    TRN_CHECK(out.device() == dev_ && in.device() == dev_ && out.is_contiguous() && in.is_contiguous(), "TRN_ERR_DIST",
+              "reduceScatterSum needs contiguous tensors on the group's device");
+    runWork([&] { return pg_->_reduce_scatter_base(out, in); }, "reduce_scatter", rank_);
+  }
+
+  void broadcast(at::Tensor& t, int root) override {
+    if (t.device() != dev_ || !t.is_contiguous()) {
+      auto c = t.to(dev_).contiguous();
+      broadcast(c, root);
+      t.copy_(c);
+      return;
+    }
+    std::vector<at::Tensor> ts{t};
+    c10d::BroadcastOptions bo;
+    bo.rootRank = root;
+    runWork([&] { return pg_->broadcast(ts, bo); }, "broadcast", rank_);
+  }
+
+  void barrier() override {
+    auto t = at::zeros({1}, at::TensorOptions().dtype(at::kFloat).device(dev_));
+    allreduceSum(t);
+    (void)t.item<float>();  // host waits for the device
+  }
+
+ private:
+  c10::intrusive_ptr<c10d::ProcessGroupNCCL> pg_;
+  int rank_;
+  int world_;
+  at::Device dev_;
+};
+
+std::shared_ptr<Comm> createNccl(const CommOptions& o) {
+  const int n = cudaDeviceCount();
+  TRN_CHECK(n > 0, "TRN_ERR_DEVICE", "an NCCL group needs a CUDA device; this process sees none");
+  at::Device dev = o.device.empty() ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(o.rank % n))
+                                    : deviceFromName(o.device);
+  TRN_CHECK(dev.is_cuda(), "TRN_ERR_ARG", "an NCCL group's device must be cuda or cuda:N");
+  auto store = makeStore(o);
+  auto opts = c10d::ProcessGroupNCCL::Options::create();
+  opts->timeout = std::chrono::milliseconds(o.timeoutMs);
+  auto pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, o.rank, o.worldSize, opts);
+  auto comm = std::make_shared<NcclComm>(pg, o.rank, o.worldSize, dev);
+  comm->barrier();  // creates the communicator now, so a bad rendezvous fails here, not mid-step
+  return comm;
+}
+
+}  // namespace
+
+bool haveNccl() { return true; }
+
+#else
+
+bool haveNccl() { return false; }
+
+#endif
+
+std::shared_ptr<Comm> createComm(const CommOptions& o) {
   TRN_CHECK(o.worldSize >= 1, "TRN_ERR_ARG", "worldSize must be >= 1");
   TRN_CHECK(o.rank >= 0 && o.rank < o.worldSize, "TRN_ERR_ARG",
             "rank " + std::to_string(o.rank) + " is outside [0, " + std::to_string(o.worldSize) + ")");
-  auto timeout = std::chrono::milliseconds(o.timeoutMs);
+  TRN_CHECK(o.backend == "gloo" || o.backend == "nccl", "TRN_ERR_ARG",
+            "backend must be gloo or nccl, got '" + o.backend + "'");
   try {
-    c10::intrusive_ptr<c10d::Store> store;
-    if (!o.storePath.empty()) {
-      store = c10::make_intrusive<c10d::FileStore>(o.storePath, o.worldSize);
-    } else {
-      TRN_CHECK(!o.host.empty() && o.port > 0 && o.port < 65536, "TRN_ERR_ARG",
-                "give either storePath or host and port for the rendezvous");
-      c10d::TCPStoreOptions so;
-      so.port = static_cast<std::uint16_t>(o.port);
-      so.isServer = o.rank == 0;
-      so.numWorkers = static_cast<std::size_t>(o.worldSize);
-      so.waitWorkers = true;
-      so.timeout = timeout;
-      store = c10::make_intrusive<c10d::TCPStore>(o.host, so);
+    if (o.backend == "nccl") {
+#ifdef USE_C10D_NCCL
+      return createNccl(o);
+#else
+      TRN_FAIL("TRN_ERR_DEVICE", "this addon was built without c10d NCCL (needs a CUDA libtorch and NCCL headers at build time)");
+#endif
     }
-    store->setTimeout(timeout);
-    auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
-    if (!o.glooHostname.empty()) {
-      opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(o.glooHostname));
-    } else {
-      opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
-    }
-    auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, o.rank, o.worldSize, opts);
-    return std::make_shared<GlooComm>(pg, o.rank, o.worldSize);
+#ifdef USE_C10D_GLOO
+    return createGloo(o);
+#else
+    TRN_FAIL("TRN_ERR_DIST", "this addon was built without c10d Gloo (no gloo headers found at build time)");
+#endif
   } catch (const TrnError&) {
     throw;
   } catch (const std::exception& e) {
     TRN_FAIL("TRN_ERR_DIST", std::string("rendezvous failed on rank ") + std::to_string(o.rank) + ": " + e.what());
   }
 }
-
-bool haveGloo() { return true; }
-
-#else
-
-std::shared_ptr<Comm> createGlooComm(const CommOptions&) {
-  TRN_FAIL("TRN_ERR_DIST", "this addon was built without c10d Gloo (no gloo headers found at build time)");
-}
-
-bool haveGloo() { return false; }
-
-#endif
 
 }  // namespace trn

@@ -122,7 +122,7 @@ std::vector<GenResult> generate(Model& model, const std::vector<GenRequest>& req
   const auto& full = model.store.materialize(false);
   auto w = model.weights(full);
   const int64_t nL = cfg.numLayers, nKV = cfg.numKvHeads, hd = cfg.headDim, nH = cfg.numHeads, rep = nH / nKV;
-  const auto dt = model.store.dtype();
+  const auto dev = model.device();
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
   auto aborted = [&] { return abortFlag && __atomic_load_n(abortFlag, __ATOMIC_SEQ_CST) != 0; };
 
@@ -138,6 +138,7 @@ std::vector<GenResult> generate(Model& model, const std::vector<GenRequest>& req
       cu.push_back(static_cast<int64_t>(ids.size()));
     }
     auto b = makePacked(ids, cu, cfg.vocabSize);
+    auto prefillAttn = model.attention(b);
     auto h = model.hidden(w, b.ids, b.positions(), [&](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int l) {
       if (fillCache) {
         for (size_t r = 0; r < act.size(); r++) {
@@ -151,11 +152,11 @@ std::vector<GenResult> generate(Model& model, const std::vector<GenRequest>& req
           len[r] = L;
         }
       }
-      return attentionPacked(q, k, v, cu);
+      return prefillAttn(q, k, v, l);
     });
     std::vector<int64_t> last;
     for (size_t r = 0; r < act.size(); r++) last.push_back(cu[r + 1] - 1);
-    return model.logits(w, h.index_select(0, at::tensor(last, at::kLong)), 1.0);
+    return model.logits(w, h.index_select(0, at::tensor(last, at::kLong).to(dev)), 1.0).to(at::kCPU);
   };
 
   auto decode = [&](const std::vector<int64_t>& tokens) {
@@ -163,7 +164,7 @@ std::vector<GenResult> generate(Model& model, const std::vector<GenRequest>& req
     std::vector<int64_t> pos(len.begin(), len.end());
     auto ids = at::tensor(tokens, at::kLong);
     const int64_t Lmax = *std::max_element(len.begin(), len.end()) + 1;
-    auto lensT = at::tensor(pos, at::kLong);
+    auto lensT = at::tensor(pos, at::kLong).to(dev);
     auto h = model.hidden(w, ids, at::tensor(pos, at::kLong), [&](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int l) {
       std::vector<at::Tensor> ks, vs;
       for (int64_t r = 0; r < B; r++) {
@@ -182,14 +183,16 @@ std::vector<GenResult> generate(Model& model, const std::vector<GenRequest>& req
       auto Kb = at::stack(ks), Vb = at::stack(vs);                      // [B, nKV, Lmax, hd]
       auto qb = q.view({B, nKV, rep, hd});                              // head h → kv head h / rep
       auto scores = at::matmul(qb, Kb.transpose(-1, -2)) * scale;       // [B, nKV, rep, Lmax]
-      auto future = at::arange(Lmax, at::kLong).view({1, 1, 1, Lmax}) > lensT.view({B, 1, 1, 1});
+      auto future = at::arange(Lmax, at::TensorOptions().dtype(at::kLong).device(dev)).view({1, 1, 1, Lmax}) >
+                    lensT.view({B, 1, 1, 1});
       scores = scores.masked_fill(future, -std::numeric_limits<double>::infinity());
+      const auto dt = q.scalar_type();
       auto ct = dt == at::kDouble ? at::kDouble : at::kFloat;
       auto probs = at::softmax(scores.to(ct), -1).to(dt);
       return at::matmul(probs, Vb).reshape({B, nH, hd});
     });
     for (auto& l : len) l++;
-    return model.logits(w, h, 1.0);
+    return model.logits(w, h, 1.0).to(at::kCPU);
   };
 
   at::Tensor logits = prefillOrRecompute(s.kvCache);

@@ -115,7 +115,7 @@ at::Tensor mask(const Napi::Object& o, const char* k, int64_t n) {
 }
 
 Napi::Value fromTensor(Napi::Env env, const at::Tensor& t0) {
-  auto t = t0.detach().contiguous();
+  auto t = t0.detach().to(at::kCPU).contiguous();
   if (t.scalar_type() == at::kDouble) {
     auto a = Napi::Float64Array::New(env, t.numel());
     std::memcpy(a.Data(), t.data_ptr<double>(), t.numel() * sizeof(double));

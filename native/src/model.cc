@@ -3,14 +3,19 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/grad_mode.h>
 #include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/custom_function.h>
 
 #include <cmath>
+#include <cstdlib>
 
 #if __has_include(<torch/version.h>)
 #include <torch/version.h>
 #endif
 #if defined(TORCH_VERSION_MAJOR) && TORCH_VERSION_MAJOR >= 2
 #define TRN_HAVE_SDPA 1
+#if TORCH_VERSION_MAJOR > 2 || TORCH_VERSION_MINOR >= 4
+#define TRN_HAVE_FLASH_VARLEN 1
+#endif
 #endif
 
 namespace trn {
@@ -70,7 +75,7 @@ at::Tensor rotateHalf(const at::Tensor& x) {
 
 // cos/sin tables [T, hd] for positions [T]: inv_freq_j = theta^(-2j/hd), emb = cat(freqs, freqs).
 std::pair<at::Tensor, at::Tensor> ropeTables(const at::Tensor& pos, int64_t hd, double theta, at::ScalarType dt) {
-  auto j = at::arange(0, hd, 2, at::kDouble) / static_cast<double>(hd);
+  auto j = at::arange(0, hd, 2, at::TensorOptions().dtype(at::kDouble).device(pos.device())) / static_cast<double>(hd);
   auto invFreq = at::pow(theta, -j);
   auto freqs = pos.to(at::kDouble).unsqueeze(1) * invFreq.unsqueeze(0);
   auto emb = at::cat({freqs, freqs}, -1);
@@ -102,7 +107,7 @@ at::Tensor attentionPacked(const at::Tensor& q, const at::Tensor& k, const at::T
       vs = vs.repeat_interleave(rep, 0);
     }
 #ifdef TRN_HAVE_SDPA
-    if (q.is_cuda()) {
+    if (q.is_cuda() && attentionOverride() != "reference") {
       auto o = at::scaled_dot_product_attention(qs.unsqueeze(0), ks.unsqueeze(0), vs.unsqueeze(0), {}, 0.0, true);
       outs.push_back(o.squeeze(0).transpose(0, 1));
       continue;
@@ -118,13 +123,70 @@ at::Tensor attentionPacked(const at::Tensor& q, const at::Tensor& k, const at::T
   return at::cat(outs, 0);
 }
 
+namespace {
+
+#ifdef TRN_HAVE_FLASH_VARLEN
+// Causal flash attention over packed variable-length sequences (q [T, nH, hd], k/v [T, nKV, hd], GQA by
+// the kernel); autograd differentiates it through libtorch's flash backward.
+at::Tensor flashVarlen(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& cu, int64_t maxLen) {
+  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(2)));
+  auto out = at::_flash_attention_forward(q, k, v, cu, cu, maxLen, maxLen, 0.0, /*is_causal=*/true,
+                                          /*return_debug_mask=*/false, scale);
+  return std::get<0>(out);
+}
+#endif
+
+std::string attentionOverride() {
+  const char* e = std::getenv("TRN_ATTENTION");
+  return e ? std::string(e) : std::string();
+}
+
+}  // namespace
+
 // ---- the model ----------------------------------------------------------------------------------------
 
-Model::Model(ModelConfig c, at::ScalarType dtype, std::shared_ptr<Comm> comm)
-    : cfg(c), store(qwen3Specs(c), dtype, std::move(comm)) {
-  cfg.validate();
+AttentionFn Model::attention(const PackedBatch& b) const {
+  const auto forced = attentionOverride();
+  const auto ct = store.computeDtype();
+  [[maybe_unused]] const bool half = ct == at::kBFloat16 || ct == at::kHalf;
+  auto cu = b.cu;
+#ifdef TRN_HAVE_FLASH_VARLEN
+  if (device().is_cuda() && half && (forced.empty() || forced == "flash")) {
+    int64_t maxLen = 0;
+    for (size_t s = 0; s + 1 < cu.size(); s++) maxLen = std::max(maxLen, cu[s + 1] - cu[s]);
+    auto cuT = at::tensor(std::vector<int32_t>(cu.begin(), cu.end()), at::kInt).to(device());
+    return [cuT, maxLen](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int) {
+      return flashVarlen(q, k, v, cuT, maxLen);
+    };
+  }
+#endif
+  TRN_CHECK(forced.empty() || forced == "reference" || forced == "sdpa" || forced == "flash", "TRN_ERR_ARG",
+            "TRN_ATTENTION must be reference, sdpa or flash, got '" + forced + "'");
+  TRN_CHECK(forced != "flash", "TRN_ERR_DEVICE", "TRN_ATTENTION=flash needs a CUDA device, bf16/fp16 compute and libtorch >= 2.4");
+  return [cu](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int) { return attentionPacked(q, k, v, cu); };
+}
+
+namespace {
+RunOptions checked(RunOptions r, at::ScalarType dtype) {
   TRN_CHECK(dtype == at::kFloat || dtype == at::kDouble, "TRN_ERR_ARG",
-            "model dtype must be float32 or float64 on the CPU path, got " + dtypeName(dtype));
+            "master dtype must be float32 or float64, got " + dtypeName(dtype));
+  if (r.compute == at::ScalarType::Undefined) r.compute = dtype;
+  TRN_CHECK(r.compute == dtype || (dtype == at::kFloat && (r.compute == at::kBFloat16 || r.compute == at::kHalf)),
+            "TRN_ERR_ARG",
+            "computeDtype " + dtypeName(r.compute) + " needs master dtype float32 (or equal the master dtype " +
+                dtypeName(dtype) + ")");
+  TRN_CHECK(r.logitsChunk >= 0, "TRN_ERR_ARG", "logitsChunk must be >= 0");
+  return r;
+}
+}  // namespace
+
+Model::Model(ModelConfig c, at::ScalarType dtype, std::shared_ptr<Comm> comm, RunOptions r)
+    : cfg(c), run(checked(r, dtype)), store(qwen3Specs(c), dtype, std::move(comm), run.device, run.compute) {
+  cfg.validate();
+  if (auto* cm = store.comm())
+    TRN_CHECK(cm->device().type() == run.device.type(), "TRN_ERR_ARG",
+              "a " + cm->backend() + " process group works on " + (cm->device().is_cuda() ? "cuda" : "cpu") +
+                  " tensors; this model is on " + run.device.str() + " (use nccl for cuda, gloo for cpu)");
 }
 
 at::ScalarType Model::computeType() const { return store.dtype() == at::kDouble ? at::kDouble : at::kFloat; }
@@ -179,40 +241,92 @@ Weights Model::weights(const std::vector<at::Tensor>& full) const {
     w.layers.push_back(L);
   }
   w.finalNorm = next("model.norm.weight");
+  w.lmHeadIndex = cfg.tieWordEmbeddings ? 0 : static_cast<int>(i);
   w.lmHead = cfg.tieWordEmbeddings ? w.embed : next("lm_head.weight");
   return w;
 }
 
-at::Tensor Model::hidden(const Weights& w, const at::Tensor& ids, const at::Tensor& pos, const AttentionFn& attn) const {
-  const int64_t T = ids.size(0), nH = cfg.numHeads, nKV = cfg.numKvHeads, hd = cfg.headDim;
-  // Sparse embedding gradient when training: it adds into the dense .grad in place instead of making a
-  // [vocab × hidden] tensor per micro-batch.
-  auto x = at::embedding(w.embed, ids, -1, false, w.embed.requires_grad());  // [T, H]
+namespace {
+
+using LayerFn = std::function<at::Tensor(const at::Tensor&)>;
+
+// Activation checkpointing of one layer: forward without a graph (keeps only the layer's input), backward
+// re-runs the layer with grad on and back-propagates through it; the parameters' gradients accumulate
+// into their .grad directly (a reentrant backward, as torch.utils.checkpoint's reentrant variant does).
+struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, int64_t fnAddr) {
+    ctx->saved_data["fn"] = fnAddr;
+    ctx->save_for_backward({x});
+    const auto* fn = reinterpret_cast<const LayerFn*>(fnAddr);
+    return (*fn)(x);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto* fn = reinterpret_cast<const LayerFn*>(ctx->saved_data["fn"].toInt());
+    auto x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
+    at::Tensor y;
+    {
+      at::AutoGradMode on(true);
+      y = (*fn)(x);
+    }
+    torch::autograd::backward({y}, {grads[0]});
+    return {x.grad(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+at::Tensor Model::hidden(const Weights& w, const at::Tensor& ids0, const at::Tensor& pos0, const AttentionFn& attn) const {
+  const int64_t T = ids0.size(0), nH = cfg.numHeads, nKV = cfg.numKvHeads, hd = cfg.headDim;
+  auto ids = ids0.to(device()), pos = pos0.to(device());
+  // Sparse embedding gradient on the CPU when training: it adds into the dense .grad in place instead of
+  // making a [vocab × hidden] tensor per micro-batch. CUDA's dense embedding backward is fast.
+  auto x = at::embedding(w.embed, ids, -1, false, w.embed.requires_grad() && device().is_cpu());  // [T, H]
   auto tables = ropeTables(pos, hd, cfg.ropeTheta, x.scalar_type());
+  const bool ckpt = run.checkpointing && at::GradMode::is_enabled();
+  if (ckpt) keepAlive_.clear();  // the previous micro-batch's backward has run
+  const double eps = cfg.rmsNormEps;
   for (int64_t l = 0; l < cfg.numLayers; l++) {
-    const auto& L = w.layers[l];
-    auto h = rmsnorm(x, L.inNorm, cfg.rmsNormEps);
-    auto q = rmsnorm(linear(h, L.q, L.qb).view({T, nH, hd}), L.qNorm, cfg.rmsNormEps);
-    auto k = rmsnorm(linear(h, L.k, L.kb).view({T, nKV, hd}), L.kNorm, cfg.rmsNormEps);
-    auto v = linear(h, L.v, L.vb).view({T, nKV, hd});
-    q = applyRope(q, tables.first, tables.second);
-    k = applyRope(k, tables.first, tables.second);
-    auto o = attn(q, k, v, static_cast<int>(l));
-    x = x + linear(o.reshape({T, nH * hd}), L.o, L.ob);
-    h = rmsnorm(x, L.postNorm, cfg.rmsNormEps);
-    x = x + at::linear(at::silu(at::linear(h, L.gate)) * at::linear(h, L.up), L.down);
+    // Captures by value: with checkpointing the closure runs again in backward, after hidden() returned.
+    LayerFn layer = [L = w.layers[l], tables, attn, eps, T, nH, nKV, hd, l](const at::Tensor& xin) {
+      const double e = eps;
+      auto h = rmsnorm(xin, L.inNorm, e);
+      auto q = rmsnorm(linear(h, L.q, L.qb).view({T, nH, hd}), L.qNorm, e);
+      auto k = rmsnorm(linear(h, L.k, L.kb).view({T, nKV, hd}), L.kNorm, e);
+      auto v = linear(h, L.v, L.vb).view({T, nKV, hd});
+      q = applyRope(q, tables.first, tables.second);
+      k = applyRope(k, tables.first, tables.second);
+      auto o = attn(q, k, v, static_cast<int>(l));
+      auto x1 = xin + linear(o.reshape({T, nH * hd}), L.o, L.ob);
+      h = rmsnorm(x1, L.postNorm, e);
+      return x1 + at::linear(at::silu(at::linear(h, L.gate)) * at::linear(h, L.up), L.down);
+    };
+    if (ckpt) {  // the closure must live until backward: kept by the model until the next hidden()
+      auto holder = std::make_shared<LayerFn>(std::move(layer));
+      x = CheckpointedLayer::apply(x, reinterpret_cast<int64_t>(holder.get()));
+      keepAlive_.push_back(holder);
+    } else {
+      x = layer(x);
+    }
   }
   return rmsnorm(x, w.finalNorm, cfg.rmsNormEps);
 }
 
 at::Tensor Model::logits(const Weights& w, const at::Tensor& h, double temperature) const {
+  // The head's matrix product runs in the compute dtype (bf16 on a GPU, as HF does); the softmax side in
+  // float32 (float64 for float64 models).
   auto ct = computeType();
-  auto lg = at::linear(h.to(ct), w.lmHead.to(ct));
+  auto cd = store.computeDtype();
+  auto lg = at::linear(h.to(cd), w.lmHead.to(cd)).to(ct);
   return temperature == 1.0 ? lg : lg / temperature;
 }
 
-// 2^22 logits (16 MB in float32) per chunk: bounded memory, and below glibc's mmap threshold (addon.cc).
-int64_t Model::chunkRows() const { return std::max<int64_t>(1, (int64_t{1} << 22) / cfg.vocabSize); }
+// 2^22 logits (16 MB in float32) per chunk on the CPU: bounded memory, and below glibc's mmap threshold
+// (addon.cc). 2^28 (1 GiB) on a GPU, where few large matrix products beat many small ones.
+int64_t Model::chunkRows() const {
+  const int64_t budget = run.logitsChunk > 0 ? run.logitsChunk : (device().is_cuda() ? int64_t{1} << 28 : int64_t{1} << 22);
+  return std::max<int64_t>(1, budget / cfg.vocabSize);
+}
 
 namespace {
 // Rows of `hidden` that predict a token (every token but the first of its sequence): src = j-1, dst = j.
@@ -231,14 +345,16 @@ Scores Model::score(const Weights& w, const at::Tensor& hidden, const PackedBatc
   std::vector<int64_t> src, dst;
   scoredRows(b, src, dst);
   auto ct = computeType();
-  Scores out{at::zeros({b.tokens()}, ct), at::zeros({b.tokens()}, ct)};
+  auto opts = at::TensorOptions().dtype(ct).device(device());
+  Scores out{at::zeros({b.tokens()}, opts), at::zeros({b.tokens()}, opts)};
   const int64_t n = static_cast<int64_t>(src.size()), C = chunkRows();
-  auto srcT = at::tensor(src, at::kLong), dstT = at::tensor(dst, at::kLong);
+  auto srcT = at::tensor(src, at::kLong).to(device()), dstT = at::tensor(dst, at::kLong).to(device());
+  auto ids = b.ids.to(device());
   for (int64_t c0 = 0; c0 < n; c0 += C) {
     const int64_t m = std::min(C, n - c0);
     auto rows = srcT.narrow(0, c0, m), dstc = dstT.narrow(0, c0, m);
     auto lsm = at::log_softmax(logits(w, hidden.index_select(0, rows), temperature), -1);
-    auto tgt = b.ids.index_select(0, dstc);
+    auto tgt = ids.index_select(0, dstc);
     out.logprobs.index_copy_(0, dstc, lsm.gather(1, tgt.unsqueeze(1)).squeeze(1));
     out.entropy.index_copy_(0, dstc, -(lsm.exp() * lsm).sum(-1));
   }
@@ -249,36 +365,40 @@ void Model::backwardThroughScores(const Weights& w, const at::Tensor& hidden, co
                                   const at::Tensor& gradLogprobs) const {
   // By hand rather than through autograd, chunk by chunk: with z = h·Wᵀ/τ and lp = log_softmax(z)[target],
   // d lp / d z = onehot(target) − softmax(z), so for g = d loss / d lp:
-  //   dz = g·(onehot − p)/τ,  dh = dz·W,  dW += dzᵀ·h   (added in place into W's .grad).
+  //   dz = g·(onehot − p)/τ,  dh = dz·W,  dW += dzᵀ·h
+  // The matrix products run in the compute dtype; dW is added straight into the head's float32 (master
+  // dtype) gradient accumulator.
   at::NoGradGuard ng;
   std::vector<int64_t> src, dst;
   scoredRows(b, src, dst);
   const int64_t n = static_cast<int64_t>(src.size()), C = chunkRows();
-  auto srcT = at::tensor(src, at::kLong), dstT = at::tensor(dst, at::kLong);
+  auto srcT = at::tensor(src, at::kLong).to(device()), dstT = at::tensor(dst, at::kLong).to(device());
+  auto ids = b.ids.to(device());
   const auto ct = computeType();
-  auto g = gradLogprobs.to(ct);
+  const auto cd = store.computeDtype();
+  auto g = gradLogprobs.to(device()).to(ct);
   auto hd = hidden.detach();
-  auto W = w.lmHead.detach().to(ct);
+  auto W = w.lmHead.detach();
   auto dh = at::zeros_like(hd);
-  at::Tensor dW = w.lmHead.grad();
-  if (!dW.defined()) dW = w.lmHead.mutable_grad() = at::zeros_like(w.lmHead);
-  bool any = false;
+  at::Tensor dW = const_cast<ParamStore&>(store).gradAccumOf(w.lmHeadIndex);
+  auto lossRows = g.ne(0);
   for (int64_t c0 = 0; c0 < n; c0 += C) {
     const int64_t m = std::min(C, n - c0);
     auto rows = srcT.narrow(0, c0, m), dstc = dstT.narrow(0, c0, m);
     auto gc = g.index_select(0, dstc);
-    if (!gc.ne(0).any().item<bool>()) continue;  // no loss token in this chunk
-    any = true;
-    auto hc = hd.index_select(0, rows).to(ct);
-    auto p = at::softmax(logits(w, hc, temperature), -1);                    // [m, V]
+    // Skip chunks without loss tokens (one host sync per chunk; chunks are large).
+    if (!lossRows.index_select(0, dstc).any().item<bool>()) continue;
+    auto hc = hd.index_select(0, rows);
+    auto p = at::softmax(logits(w, hc, temperature), -1);                    // [m, V], float32
     auto dz = p.mul_(-gc.unsqueeze(1));                                       // −g·p
-    auto tgt = b.ids.index_select(0, dstc).unsqueeze(1);
+    auto tgt = ids.index_select(0, dstc).unsqueeze(1);
     dz.scatter_add_(1, tgt, gc.unsqueeze(1));                                 // + g·onehot
     if (temperature != 1.0) dz.div_(temperature);
-    dh.index_add_(0, rows, at::matmul(dz, W).to(dh.scalar_type()));
-    dW.addmm_(dz.t().to(dW.scalar_type()), hc.to(dW.scalar_type()));
+    auto dzc = dz.to(cd);
+    dh.index_add_(0, rows, at::matmul(dzc, W.to(cd)).to(dh.scalar_type()));
+    if (cd == dW.scalar_type()) dW.addmm_(dzc.t(), hc.to(cd));
+    else dW.add_(at::mm(dzc.t(), hc.to(cd)));
   }
-  if (!any) return;
   at::AutoGradMode on(true);
   hidden.backward(dh);
 }

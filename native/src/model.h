@@ -37,7 +37,19 @@ struct LayerWeights {
 };
 struct Weights {
   at::Tensor embed, finalNorm, lmHead;
+  int lmHeadIndex = -1;  // parameter index of the head (the embedding when tied)
   std::vector<LayerWeights> layers;
+};
+
+/** Where and how a model computes (the master weights and optimizer state are float32/float64 always). */
+struct RunOptions {
+  at::Device device = at::Device(at::kCPU);
+  /** Forward/backward dtype: the master dtype (default), or bfloat16/float16 over float32 master weights. */
+  at::ScalarType compute = at::ScalarType::Undefined;
+  /** Recompute each decoder layer in the backward pass instead of keeping its activations. */
+  bool checkpointing = false;
+  /** Logits per chunk of the log-prob computation (0: 2^22 on the CPU, 2^28 on a GPU). */
+  int64_t logitsChunk = 0;
 };
 
 /** Attention over one layer: q [T, nH, hd], k/v [T, nKV, hd] (after RoPE) → [T, nH, hd]. */
@@ -54,10 +66,21 @@ struct Scores {
 
 class Model {
  public:
-  Model(ModelConfig cfg, at::ScalarType dtype, std::shared_ptr<Comm> comm);
+  Model(ModelConfig cfg, at::ScalarType dtype, std::shared_ptr<Comm> comm, RunOptions run = {});
 
   const ModelConfig cfg;
+  const RunOptions run;
   ParamStore store;
+
+  at::Device device() const { return run.device; }
+
+  /**
+   * The attention for a packed batch on this model's device: flash attention over the packed
+   * variable-length sequences on CUDA in bf16/fp16 (libtorch's varlen kernel; GQA native), per-sequence
+   * SDPA on CUDA otherwise, the reference attentionPacked on the CPU. TRN_ATTENTION=reference|sdpa|flash
+   * forces one (diagnostics).
+   */
+  AttentionFn attention(const PackedBatch& b) const;
 
   /** Seeded init as HF's _init_weights: normal(0, initializer_range) matrices, ones for norms, zero biases. */
   void initRandom(uint64_t seed);
@@ -65,7 +88,8 @@ class Model {
   /** Bind named weights to the currently materialized parameters. */
   Weights weights(const std::vector<at::Tensor>& full) const;
 
-  /** Final-norm hidden states [T, H] for token ids [T] at positions [T], attention given. */
+  /** Final-norm hidden states [T, H] for token ids [T] at positions [T] (any device: moved to the
+   * model's), attention given. With run.checkpointing and grad mode on, each layer is recomputed in backward. */
   at::Tensor hidden(const Weights& w, const at::Tensor& ids, const at::Tensor& pos, const AttentionFn& attn) const;
 
   /** Logits rows [N, V] from hidden rows [N, H] at a temperature (float32 or float64). */
@@ -85,7 +109,11 @@ class Model {
   /** Number of logits rows per chunk (bounded memory: about 2^22 logits per chunk). */
   int64_t chunkRows() const;
 
-  at::ScalarType computeType() const;  // float64 for f64 models, else float32
+  at::ScalarType computeType() const;  // of logits/scores: float64 for f64 models, else float32
+
+ private:
+  // Checkpointed layers' closures, alive until the next hidden() (their backward runs in between).
+  mutable std::vector<std::shared_ptr<std::function<at::Tensor(const at::Tensor&)>>> keepAlive_;
 };
 
 }  // namespace trn

@@ -36,8 +36,10 @@ std::vector<ParamSpec> qwen3Specs(const ModelConfig& c) {
   return out;
 }
 
-ParamStore::ParamStore(std::vector<ParamSpec> specs, at::ScalarType dtype, std::shared_ptr<Comm> comm)
-    : specs_(std::move(specs)), dtype_(dtype), comm_(std::move(comm)) {
+ParamStore::ParamStore(std::vector<ParamSpec> specs, at::ScalarType dtype, std::shared_ptr<Comm> comm, at::Device device,
+                       at::ScalarType compute)
+    : specs_(std::move(specs)), dtype_(dtype), compute_(compute == at::ScalarType::Undefined ? dtype : compute),
+      device_(device), comm_(std::move(comm)) {
   const int64_t W = worldSize();
   for (auto& s : specs_) {
     int64_t sz = (s.numel + W - 1) / W;
@@ -47,18 +49,18 @@ ParamStore::ParamStore(std::vector<ParamSpec> specs, at::ScalarType dtype, std::
     shardTotal_ += sz;
     fullTotal_ += sz * W;
   }
-  auto opt = at::TensorOptions().dtype(dtype_);
+  auto opt = at::TensorOptions().dtype(dtype_).device(device_);
   master_ = at::zeros({shardTotal_}, opt);
-  grad_ = at::zeros({shardTotal_}, opt);
   m_ = at::zeros({shardTotal_}, opt);
   v_ = at::zeros({shardTotal_}, opt);
-  decayMask_ = at::zeros({shardTotal_}, opt);
+  // W = 1: the shard is the full layout, so the accumulator itself is the shard's gradient (allocated with it).
+  if (W > 1) grad_ = at::zeros({shardTotal_}, opt);
   const int64_t r = rank();
   for (size_t i = 0; i < specs_.size(); i++) {
     if (!specs_[i].decay) continue;
     // Only real (unpadded) elements of this rank's shard decay; padding stays exactly zero.
     int64_t lo = r * shardSize_[i], hi = std::min(lo + shardSize_[i], specs_[i].numel);
-    if (hi > lo) decayMask_.narrow(0, shardOff_[i], hi - lo).fill_(1);
+    if (hi > lo) decayRanges_.emplace_back(shardOff_[i], hi - lo);
   }
 }
 
@@ -92,26 +94,37 @@ const std::vector<at::Tensor>& ParamStore::materialize(bool requiresGrad) {
   at::NoGradGuard ng;
   const int W = worldSize();
   full_.clear();
-  at::Tensor flat = master_;  // W = 1: the full tensors are views of the master copy
+  at::Tensor flat = master_;  // W = 1, one dtype: the full tensors are views of the master copy
   if (W > 1) {
-    auto shards = comm_->allgather(master_);
-    flat = at::empty({fullTotal_}, master_.options());
-    for (size_t i = 0; i < specs_.size(); i++) {
+    // Gather in the compute dtype (half the bytes for bf16), then reorder rank-major → per-parameter.
+    auto shard = master_.to(compute_);
+    auto rm = at::empty({W * shardTotal_}, shard.options());
+    comm_->allgatherInto(rm, shard);
+    if (!flatC_.defined()) flatC_ = at::empty({fullTotal_}, shard.options());
+    for (size_t i = 0; i < specs_.size(); i++)
       for (int r = 0; r < W; r++)
-        flat.narrow(0, fullOff_[i] + r * shardSize_[i], shardSize_[i])
-            .copy_(shards[r].narrow(0, shardOff_[i], shardSize_[i]));
-    }
+        flatC_.narrow(0, fullOff_[i] + r * shardSize_[i], shardSize_[i])
+            .copy_(rm.narrow(0, r * shardTotal_ + shardOff_[i], shardSize_[i]));
+    flat = flatC_;
+  } else if (compute_ != dtype_) {
+    if (!flatC_.defined()) flatC_ = at::empty({fullTotal_}, master_.options().dtype(compute_));
+    flatC_.copy_(master_);
+    flat = flatC_;
   }
   if (requiresGrad) {
     // Gradients accumulate in place into one persistent flat buffer (autograd adds into a defined .grad),
     // so a step allocates no parameter-sized gradient tensors and the reduction needs no packing copy.
-    if (!gradFull_.defined()) gradFull_ = at::zeros({fullTotal_}, master_.options());
-    else gradFull_.zero_();
+    if (!gradC_.defined()) gradC_ = at::zeros({fullTotal_}, master_.options().dtype(compute_));
+    else gradC_.zero_();
+    if (compute_ == dtype_) gradAcc_ = gradC_;
+    else if (!gradAcc_.defined()) gradAcc_ = at::zeros({fullTotal_}, master_.options());
+    else gradAcc_.zero_();
+    if (W == 1) grad_ = gradAcc_;
   }
   for (size_t i = 0; i < specs_.size(); i++) {
     auto t = flat.narrow(0, fullOff_[i], specs_[i].numel).view(specs_[i].shape).detach();
     t.requires_grad_(requiresGrad);
-    if (requiresGrad) t.mutable_grad() = gradFull_.narrow(0, fullOff_[i], specs_[i].numel).view(specs_[i].shape);
+    if (requiresGrad) t.mutable_grad() = gradC_.narrow(0, fullOff_[i], specs_[i].numel).view(specs_[i].shape);
     full_.push_back(t);
   }
   gathered_ = true;
@@ -121,31 +134,64 @@ const std::vector<at::Tensor>& ParamStore::materialize(bool requiresGrad) {
 void ParamStore::release() {
   full_.clear();
   gathered_ = false;
+  if (worldSize() > 1) flatC_ = at::Tensor();  // the gathered copy is the memory sharding saves
+}
+
+void ParamStore::syncGradViews() {
+  at::NoGradGuard ng;
+  TRN_CHECK(gathered_ && gradC_.defined(), "TRN_ERR_TORCH", "gradients without materialized parameters");
+  for (size_t i = 0; i < specs_.size(); i++) {
+    // Normally .grad is still the view into gradC_ (accumulated in place); if autograd replaced it
+    // (out-of-place accumulation), copy it back so nothing is lost.
+    auto g = full_[i].grad();
+    auto view = gradC_.narrow(0, fullOff_[i], specs_[i].numel);
+    if (g.defined() && g.data_ptr() != view.data_ptr()) {
+      view.copy_(g.to_dense().reshape({-1}));
+      full_[i].mutable_grad() = view.view(specs_[i].shape);
+    }
+  }
+}
+
+void ParamStore::flushGrads() {
+  syncGradViews();
+  if (compute_ == dtype_) return;
+  at::NoGradGuard ng;
+  gradAcc_.add_(gradC_);
+  gradC_.zero_();
+}
+
+at::Tensor ParamStore::gradAccumOf(int i) {
+  TRN_CHECK(gathered_ && gradAcc_.defined(), "TRN_ERR_TORCH", "gradients without materialized parameters");
+  return gradAcc_.narrow(0, fullOff_[i], specs_[i].numel).view(specs_[i].shape);
 }
 
 at::Tensor ParamStore::reduceGrads() {
   at::NoGradGuard ng;
-  TRN_CHECK(gathered_ && gradFull_.defined(), "TRN_ERR_TORCH", "reduceGrads without materialized parameters");
-  for (size_t i = 0; i < specs_.size(); i++) {
-    // Normally .grad is still the view into gradFull_ (accumulated in place); if autograd replaced it
-    // (out-of-place accumulation), copy it back so nothing is lost.
-    auto g = full_[i].grad();
-    auto view = gradFull_.narrow(0, fullOff_[i], specs_[i].numel);
-    if (g.defined() && g.data_ptr() != view.data_ptr()) view.copy_(g.to_dense().reshape({-1}));
-  }
-  if (worldSize() > 1) comm_->allreduceSum(gradFull_);
-  return gradFull_;
+  flushGrads();
+  if (worldSize() > 1) comm_->allreduceSum(gradAcc_);
+  return gradAcc_;
 }
 
 at::Tensor ParamStore::fullGradOf(const at::Tensor& reduced, int i) const {
   return reduced.narrow(0, fullOff_[i], specs_[i].numel).view(specs_[i].shape);
 }
 
-void ParamStore::keepGradShard(const at::Tensor& reduced) {
-  at::NoGradGuard ng;
-  const int64_t r = rank();
+at::Tensor ParamStore::toRankMajor(const at::Tensor& full) const {
+  const int W = worldSize();
+  auto rm = at::empty({W * shardTotal_}, full.options());
   for (size_t i = 0; i < specs_.size(); i++)
-    grad_.narrow(0, shardOff_[i], shardSize_[i]).copy_(reduced.narrow(0, fullOff_[i] + r * shardSize_[i], shardSize_[i]));
+    for (int r = 0; r < W; r++)
+      rm.narrow(0, r * shardTotal_ + shardOff_[i], shardSize_[i])
+          .copy_(full.narrow(0, fullOff_[i] + r * shardSize_[i], shardSize_[i]));
+  return rm;
+}
+
+void ParamStore::reduceScatterGrads() {
+  at::NoGradGuard ng;
+  flushGrads();
+  if (worldSize() == 1) return;  // grad_ is the accumulator
+  auto rm = toRankMajor(gradAcc_);
+  comm_->reduceScatterSum(grad_, rm);
 }
 
 }  // namespace trn

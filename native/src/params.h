@@ -4,15 +4,16 @@
 // Layout: each parameter p of numel n_p is padded to a multiple of the world size W and split into W
 // equal shards of s_p = ceil(n_p / W) elements; rank r owns elements [r·s_p, (r+1)·s_p) of every
 // parameter, stored back to back in `master` (so every rank's flat shard has the same length).
-// `materialize()` all-gathers the shards into full tensors before use; `reduceGrads()` all-reduces the
-// full gradients and keeps this rank's shard (Gloo has no reduce_scatter in libtorch 1.13).
-// With W = 1 the full tensors are views of `master` (no copy, no collective).
+// `materialize()` all-gathers the shards (in the compute dtype) into full tensors before use;
+// `reduceScatterGrads()` sums the full gradients over ranks and keeps this rank's shard.
+// With W = 1 and one dtype the full tensors are views of `master` (no copy, no collective).
 #pragma once
 
 #include <ATen/ATen.h>
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "config.h"
@@ -33,7 +34,13 @@ std::vector<ParamSpec> qwen3Specs(const ModelConfig& c);
 
 class ParamStore {
  public:
-  ParamStore(std::vector<ParamSpec> specs, at::ScalarType dtype, std::shared_ptr<Comm> comm);
+  /**
+   * `dtype`: master weights, gradients' accumulator and AdamW state (float32 or float64); `compute`: the
+   * dtype of the materialized parameters the forward/backward runs in (the same, or bfloat16/float16 with
+   * float32 master weights); `device`: where every buffer lives.
+   */
+  ParamStore(std::vector<ParamSpec> specs, at::ScalarType dtype, std::shared_ptr<Comm> comm,
+             at::Device device = at::Device(at::kCPU), at::ScalarType compute = at::ScalarType::Undefined);
 
   const std::vector<ParamSpec>& specs() const { return specs_; }
   int indexOf(const std::string& name) const;  // -1 when absent
@@ -41,39 +48,60 @@ class ParamStore {
   int worldSize() const { return comm_ ? comm_->worldSize() : 1; }
   Comm* comm() const { return comm_.get(); }
   at::ScalarType dtype() const { return dtype_; }
+  at::ScalarType computeDtype() const { return compute_; }
+  at::Device device() const { return device_; }
   int64_t numParams() const;
 
-  /** Keep this rank's shard of a full parameter value (same on every rank). */
+  /** Keep this rank's shard of a full parameter value (same on every rank; any device/dtype). */
   void setFull(int i, const at::Tensor& value);
 
-  /** Full tensors for compute (collective when W > 1). Leaves with requires_grad as asked. */
+  /** Full tensors in the compute dtype on the device (collective when W > 1). Leaves with requires_grad as asked. */
   const std::vector<at::Tensor>& materialize(bool requiresGrad);
   /** Drop gathered copies (W > 1); W = 1 keeps its views. */
   void release();
 
-  /** The full-layout gradient buffer summed over ranks (collective when W > 1); valid until the next
+  /**
+   * Moves what backward left in the materialized parameters' .grad (compute dtype) into the master-dtype
+   * accumulator and zeroes them: called after every micro-batch, so gradients accumulate in float32
+   * however they were computed. A no-op when compute and master dtypes are the same (.grad is the
+   * accumulator then).
+   */
+  void flushGrads();
+  /** The accumulator of parameter i's gradient (master dtype, full shape): other code may add into it. */
+  at::Tensor gradAccumOf(int i);
+
+  /** The full-layout gradient accumulator summed over ranks (allreduce when W > 1); valid until the next
    * materialize(true). */
   at::Tensor reduceGrads();
   /** Full gradient of parameter i from a buffer returned by reduceGrads(). */
   at::Tensor fullGradOf(const at::Tensor& reduced, int i) const;
-  /** This rank's shard of the reduced gradient buffer, into grad(). */
-  void keepGradShard(const at::Tensor& reduced);
+  /** This rank's shard of the gradients summed over ranks, into grad() (reduce-scatter; none when W = 1). */
+  void reduceScatterGrads();
 
   at::Tensor& master() { return master_; }
   at::Tensor& grad() { return grad_; }
   at::Tensor& expAvg() { return m_; }
   at::Tensor& expAvgSq() { return v_; }
-  const at::Tensor& decayMask() const { return decayMask_; }
+  /** (offset, length) in this rank's flat shard of every element that weight decay applies to. */
+  const std::vector<std::pair<int64_t, int64_t>>& decayRanges() const { return decayRanges_; }
   int64_t step = 0;
 
  private:
+  void syncGradViews();
+  at::Tensor toRankMajor(const at::Tensor& full) const;
+
   std::vector<ParamSpec> specs_;
   at::ScalarType dtype_;
+  at::ScalarType compute_;
+  at::Device device_;
   std::shared_ptr<Comm> comm_;
   std::vector<int64_t> shardSize_, shardOff_, fullOff_;
   int64_t shardTotal_ = 0, fullTotal_ = 0;
-  at::Tensor master_, grad_, m_, v_, decayMask_;
-  at::Tensor gradFull_;  // full-layout gradients of the materialized parameters (persistent)
+  at::Tensor master_, grad_, m_, v_;
+  std::vector<std::pair<int64_t, int64_t>> decayRanges_;
+  at::Tensor gradC_;    // full layout, compute dtype: the materialized parameters' .grad (persistent)
+  at::Tensor gradAcc_;  // full layout, master dtype: the accumulator (gradC_ itself when the dtypes match)
+  at::Tensor flatC_;    // full layout, compute dtype: gathered/cast parameters (W > 1 or compute ≠ master)
   std::vector<at::Tensor> full_;
   bool gathered_ = false;
 };

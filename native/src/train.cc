@@ -67,19 +67,19 @@ PpoSums accumulateGrads(Model& model, const Weights& w, std::vector<MicroBatch>&
   PpoSums sums;
   for (auto& mb : mbs) {
     auto pos = mb.batch.positions();
-    auto h = model.hidden(w, mb.batch.ids, pos, [&](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int) {
-      return attentionPacked(q, k, v, mb.batch.cu);
-    });
+    auto h = model.hidden(w, mb.batch.ids, pos, model.attention(mb.batch));
     auto sc = model.score(w, h.detach(), mb.batch, temperature);
-    auto lpLeaf = sc.logprobs.to(at::kDouble).detach().requires_grad_(true);
+    // The loss itself is tiny ([T] values): float64 on the CPU, on every device.
+    auto lpLeaf = sc.logprobs.to(at::kCPU).to(at::kDouble).detach().requires_grad_(true);
     auto l = ppoLoss(lpLeaf, mb.prox, mb.behave, mb.adv, mb.mask, mb.batch.seqIndex(), mb.batch.numSeqs(), denom, loss,
                      sums);
     {
       at::NoGradGuard ng;
-      sums.entropySum += (sc.entropy.to(at::kDouble) * mb.mask.to(at::kDouble)).sum().item<double>();
+      sums.entropySum += (sc.entropy.to(at::kCPU).to(at::kDouble) * mb.mask.to(at::kDouble)).sum().item<double>();
     }
     l.backward();
     model.backwardThroughScores(w, h, mb.batch, temperature, lpLeaf.grad());
+    model.store.flushGrads();  // compute-dtype gradients → the float32 accumulator, per micro-batch
   }
   reduceSums(comm, sums);
   return sums;
@@ -93,7 +93,7 @@ std::vector<at::Tensor> lossGradients(Model& model, std::vector<MicroBatch>& mbs
   auto reduced = model.store.reduceGrads();
   std::vector<at::Tensor> out;
   for (size_t i = 0; i < model.store.specs().size(); i++)
-    out.push_back(model.store.fullGradOf(reduced, static_cast<int>(i)).clone());
+    out.push_back(model.store.fullGradOf(reduced, static_cast<int>(i)).to(at::kCPU, /*non_blocking=*/false, /*copy=*/true));
   model.store.release();
   return out;
 }
@@ -107,18 +107,18 @@ StepStats ppoStep(Model& model, std::vector<MicroBatch>& mbs, const PpoLossConfi
     const auto& full = st.materialize(true);
     auto w = model.weights(full);
     out.sums = accumulateGrads(model, w, mbs, loss, temperature);
-    auto reduced = st.reduceGrads();
-    st.keepGradShard(reduced);
+    st.reduceScatterGrads();
     st.release();
   }
   at::NoGradGuard ng;
-  // Optimizer math in slices of 2^20 elements: temporaries stay small (and in glibc's heap, see addon.cc)
-  // however large the model.
+  // Optimizer math in slices: temporaries stay small (on the CPU 2^20 elements, in glibc's heap, see
+  // addon.cc; on a GPU 2^26, few launches) however large the model.
   auto& g = st.grad();
-  const int64_t N = g.numel(), S = int64_t{1} << 20;
-  double sqLocal = 0;
-  for (int64_t o = 0; o < N; o += S) sqLocal += g.narrow(0, o, std::min(S, N - o)).to(at::kDouble).pow(2).sum().item<double>();
-  auto sq = at::tensor(std::vector<double>{sqLocal}, at::kDouble);
+  const int64_t N = g.numel(), S = st.device().is_cuda() ? int64_t{1} << 26 : int64_t{1} << 20;
+  // Squared norm: float64 sums per slice, accumulated on the device, one host read.
+  auto sqDev = at::zeros({1}, at::TensorOptions().dtype(at::kDouble).device(st.device()));
+  for (int64_t o = 0; o < N; o += S) sqDev.add_(g.narrow(0, o, std::min(S, N - o)).to(at::kDouble).pow(2).sum());
+  auto sq = sqDev.to(at::kCPU);
   if (st.worldSize() > 1) st.comm()->allreduceSum(sq);
   out.gradNorm = std::sqrt(sq.item<double>());
   out.lr = lrAt(opt, st.step);
@@ -131,6 +131,14 @@ StepStats ppoStep(Model& model, std::vector<MicroBatch>& mbs, const PpoLossConfi
   const int64_t t = ++st.step;
   const double bc1 = 1.0 - std::pow(opt.beta1, static_cast<double>(t));
   const double bc2 = 1.0 - std::pow(opt.beta2, static_cast<double>(t));
+  // Decoupled weight decay on matrices (this rank's elements of them), before the Adam update; each
+  // element's update does not depend on the order.
+  if (opt.weightDecay > 0) {
+    for (auto [off, len] : st.decayRanges()) {
+      auto p = st.master().narrow(0, off, len);
+      p.sub_(p * (out.lr * opt.weightDecay));
+    }
+  }
   for (int64_t o = 0; o < N; o += S) {
     const int64_t n = std::min(S, N - o);
     auto gs = g.narrow(0, o, n);
@@ -140,7 +148,6 @@ StepStats ppoStep(Model& model, std::vector<MicroBatch>& mbs, const PpoLossConfi
     if (coef != 1.0) gs.mul_(coef);
     m.mul_(opt.beta1).add_(gs, 1.0 - opt.beta1);
     v.mul_(opt.beta2).addcmul_(gs, gs, 1.0 - opt.beta2);
-    if (opt.weightDecay > 0) p.sub_(p * st.decayMask().narrow(0, o, n) * (out.lr * opt.weightDecay));
     auto denom = (v.sqrt() / std::sqrt(bc2)).add_(opt.eps);
     p.addcdiv_(m, denom, -out.lr / bc1);
   }

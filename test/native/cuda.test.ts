@@ -1,0 +1,223 @@
+/**
+ * The native trainer on CUDA against its CPU twin (skipped where this process sees no GPU, as in CI;
+ * run on a GPU machine: `npx mocha test/native/cuda.test.ts`). Tolerances: float32 on both sides agree to
+ * float32 rounding (≤ 1e-4 relative); bf16 compute (flash attention) against float32 to bf16 rounding
+ * (≤ 2e-2 on log-probs); float64 sharded over 2 GPUs with NCCL against 1 rank to summation order (1e-8).
+ */
+import { type ChildProcess, spawn } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { expect } from 'chai'
+import { buildInfo, createModel, cudaDeviceCount, type Model } from '../../native/index.ts'
+import { runShare, type ShareResult } from '../fixtures/native/dist-shared.ts'
+import { debugConfig, maxAbsDiff, microBatch, packed } from './helpers.ts'
+
+const V = 512
+const config = debugConfig({ vocab_size: V, tie_word_embeddings: false, eos_token_id: V - 1 })
+const loss = { epsClip: 0.2, behavImpWeightCap: 4 }
+const optim = { lr: 1e-3, weightDecay: 0.1, maxGradNorm: 1 }
+const gpus = (() => {
+  try {
+    return cudaDeviceCount()
+  } catch {
+    return 0
+  }
+})()
+
+function relErr(got: ArrayLike<number>, want: ArrayLike<number>): number {
+  let num = 0
+  let den = 0
+  for (let i = 0; i < want.length; i++) {
+    num += (got[i]! - want[i]!) ** 2
+    den += want[i]! ** 2
+  }
+  return Math.sqrt(num / Math.max(den, 1e-300))
+}
+
+function cosine(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let ab = 0
+  let aa = 0
+  let bb = 0
+  for (let i = 0; i < a.length; i++) {
+    ab += a[i]! * b[i]!
+    aa += a[i]! ** 2
+    bb += b[i]! ** 2
+  }
+  return ab / Math.sqrt(aa * bb)
+}
+
+async function update(m: Model): Promise<number[]> {
+  const before = await m.parameters()
+  await m.ppoStep(mbs, loss, optim)
+  const after = await m.parameters()
+  const d: number[] = []
+  for (const [name, p0] of Object.entries(before)) {
+    for (let i = 0; i < p0.length; i++) d.push(after[name]![i]! - p0[i]!)
+  }
+  return d
+}
+
+const mbs = [microBatch([40, 75], V, 5), microBatch([130], V, 6)]
+
+describe('the native trainer on a GPU', function () {
+  this.timeout(300_000)
+  before(function () {
+    if (gpus === 0) this.skip()
+    expect(buildInfo().cuda).to.equal(true)
+  })
+
+  it('should give the CPU float32 log-probs and gradients on cuda in float32', async () => {
+    const cpu = await createModel({ config, seed: 11 })
+    const gpu = await createModel({ config, seed: 11, device: 'cuda' })
+    expect(gpu.device).to.equal('cuda:0')
+    const batch = packed([33, 120, 7], V, 3)
+    const a = await cpu.logprobs(batch)
+    const b = await gpu.logprobs(batch)
+    expect(relErr(b.logprobs, a.logprobs)).to.be.below(1e-4)
+    expect(relErr(b.entropy, a.entropy)).to.be.below(1e-4)
+    const ga = await cpu.gradients(mbs, loss)
+    const gb = await gpu.gradients(mbs, loss)
+    for (const [name, g] of Object.entries(ga.grads))
+      expect(relErr(gb.grads[name]!, g), name).to.be.below(1e-3)
+    cpu.dispose()
+    gpu.dispose()
+  })
+
+  it('should stay within bf16 rounding of float32 with flash attention in bf16', async () => {
+    const cpu = await createModel({ config, seed: 12 })
+    const gpu = await createModel({ config, seed: 12, device: 'cuda', computeDtype: 'bfloat16' })
+    const batch = packed([33, 120, 7], V, 4)
+    const a = await cpu.logprobs(batch)
+    const b = await gpu.logprobs(batch)
+    expect(relErr(b.logprobs, a.logprobs)).to.be.below(2e-2)
+    // the flash path and per-sequence SDPA compute the same attention
+    process.env.TRN_ATTENTION = 'sdpa'
+    try {
+      const c = await gpu.logprobs(batch)
+      expect(relErr(b.logprobs, c.logprobs)).to.be.below(1e-2)
+    } finally {
+      delete process.env.TRN_ATTENTION
+    }
+    cpu.dispose()
+    gpu.dispose()
+  })
+
+  it('should make the CPU float32 PPO update on one GPU in bf16, within bf16 tolerance', async () => {
+    const cpu = await createModel({ config, seed: 13 })
+    const gpu = await createModel({ config, seed: 13, device: 'cuda', computeDtype: 'bfloat16' })
+    const ga = await cpu.gradients(mbs, loss)
+    const gb = await gpu.gradients(mbs, loss)
+    for (const [name, g] of Object.entries(ga.grads))
+      expect(relErr(gb.grads[name]!, g), name).to.be.below(0.1)
+    const da = await update(cpu)
+    const db = await update(gpu)
+    expect(cosine(db, da)).to.be.above(0.95)
+    cpu.dispose()
+    gpu.dispose()
+  })
+
+  it('should compute the same bf16 gradients with activation checkpointing', async () => {
+    const a = await createModel({ config, seed: 14, device: 'cuda', computeDtype: 'bfloat16' })
+    const b = await createModel({
+      config,
+      seed: 14,
+      device: 'cuda',
+      computeDtype: 'bfloat16',
+      activationCheckpointing: true,
+    })
+    const ga = await a.gradients(mbs, loss)
+    const gb = await b.gradients(mbs, loss)
+    for (const [name, g] of Object.entries(ga.grads))
+      expect(relErr(gb.grads[name]!, g), name).to.be.below(1e-2)
+    a.dispose()
+    b.dispose()
+  })
+
+  it('should generate on cuda with log-probs the scorer agrees with', async () => {
+    const gpu = await createModel({ config, seed: 15, device: 'cuda' })
+    const prompt = packed([9], V, 9).inputIds
+    const [g] = await gpu.generate([{ prompt, maxNewTokens: 12 }], { temperature: 1, seed: 3, stopIds: [] })
+    expect(g!.tokens.length).to.equal(12)
+    const seq = new Int32Array([...prompt, ...g!.tokens])
+    const s = await gpu.logprobs({ inputIds: seq, cuSeqlens: new Int32Array([0, seq.length]) })
+    expect(maxAbsDiff(s.logprobs.slice(prompt.length), g!.logprobs)).to.be.below(1e-3)
+    gpu.dispose()
+  })
+})
+
+describe('two GPUs in one NCCL group against one rank', function () {
+  this.timeout(300_000)
+  let dir: string
+  let children: ChildProcess[] = []
+  before(function () {
+    if (gpus < 2 || !buildInfo().nccl) this.skip()
+  })
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'trn-nccl-'))
+    children = []
+  })
+  afterEach(() => {
+    for (const c of children) if (c.exitCode === null) c.kill('SIGKILL')
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  const worker = new URL('../fixtures/native/dist-worker.ts', import.meta.url).pathname
+  function freePort(): Promise<number> {
+    return new Promise((ok, bad) => {
+      const s = createServer()
+      s.on('error', bad)
+      s.listen(0, '127.0.0.1', () => {
+        const port = (s.address() as { port: number }).port
+        s.close(() => ok(port))
+      })
+    })
+  }
+  async function ranks(env: Record<string, string>): Promise<ShareResult[]> {
+    const rdv = `tcp:127.0.0.1:${await freePort()}`
+    const exits = [0, 1].map((rank) => {
+      const c = spawn(
+        process.execPath,
+        ['--import', 'tsx', worker, String(rank), '2', rdv, join(dir, `rank${rank}.json`), join(dir, 'ckpt')],
+        { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, TRN_TEST_BACKEND: 'nccl', ...env } },
+      )
+      children.push(c)
+      let err = ''
+      c.stderr!.on('data', (d) => {
+        err += d
+      })
+      return new Promise<void>((ok, bad) =>
+        c.on('exit', (code) => (code === 0 ? ok() : bad(new Error(`rank ${rank} exited ${code}: ${err}`)))),
+      )
+    })
+    await Promise.all(exits)
+    return [0, 1].map((r) => JSON.parse(readFileSync(join(dir, `rank${r}.json`), 'utf8')) as ShareResult)
+  }
+
+  it('should train float64 to the same weights as one rank (sharded, reduce-scatter/all-gather)', async () => {
+    const single = await runShare(0, 1, (c, seed) =>
+      createModel({ config: c, seed, dtype: 'float64', device: 'cuda:0' }),
+    )
+    const [r0, r1] = await ranks({})
+    for (const got of [r0!, r1!]) {
+      expect(got.shardNumel).to.be.below(single.shardNumel)
+      for (let s = 0; s < 3; s++) {
+        expect(got.stats[s]!.tokens).to.equal(single.stats[s]!.tokens)
+        expect(got.stats[s]!.loss).to.be.closeTo(single.stats[s]!.loss, 1e-9)
+        expect(got.stats[s]!.gradNorm).to.be.closeTo(single.stats[s]!.gradNorm, 1e-9)
+      }
+      for (const [name, w] of Object.entries(single.params))
+        expect(maxAbsDiff(got.params[name]!, w), name).to.be.at.most(1e-8)
+    }
+  })
+
+  it('should train bf16 to within bf16 tolerance of one rank', async () => {
+    const single = await runShare(0, 1, (c, seed) =>
+      createModel({ config: c, seed, device: 'cuda:0', computeDtype: 'bfloat16' }),
+    )
+    const [r0] = await ranks({ TRN_TEST_COMPUTE: 'bfloat16' })
+    for (const [name, w] of Object.entries(single.params))
+      expect(relErr(r0!.params[name]!, w), name).to.be.below(1e-2)
+  })
+})

@@ -1,0 +1,149 @@
+/**
+ * RunOptions on the CPU (what CI can run): activation checkpointing gives the same gradients, bf16
+ * compute over float32 master weights stays close to float32, the logits chunk size changes nothing,
+ * and devices/backends this build or machine lacks fail with coded errors. test/native/cuda.test.ts runs
+ * the GPU side where there is one.
+ */
+import { expect } from 'chai'
+import { buildInfo, createModel, cudaDeviceCount, initProcessGroup } from '../../native/index.ts'
+import { debugConfig, maxAbsDiff, microBatch, packed } from './helpers.ts'
+
+const V = 256
+const config = debugConfig({ vocab_size: V, tie_word_embeddings: true, eos_token_id: V - 1 })
+const loss = { epsClip: 0.2, behavImpWeightCap: 4 }
+const optim = { lr: 1e-2, weightDecay: 0.1, maxGradNorm: 1 }
+
+function relErr(got: ArrayLike<number>, want: ArrayLike<number>): number {
+  let num = 0
+  let den = 0
+  for (let i = 0; i < want.length; i++) {
+    num += (got[i]! - want[i]!) ** 2
+    den += want[i]! ** 2
+  }
+  return Math.sqrt(num / Math.max(den, 1e-300))
+}
+
+function cosine(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let ab = 0
+  let aa = 0
+  let bb = 0
+  for (let i = 0; i < a.length; i++) {
+    ab += a[i]! * b[i]!
+    aa += a[i]! ** 2
+    bb += b[i]! ** 2
+  }
+  return ab / Math.sqrt(aa * bb)
+}
+
+async function rejection(p: Promise<unknown>): Promise<Error & { code?: string }> {
+  try {
+    await p
+  } catch (e) {
+    return e as Error & { code?: string }
+  }
+  throw new Error('expected a rejection')
+}
+
+describe('a CPU model with run options', () => {
+  const mbs = [microBatch([9, 14], V, 5), microBatch([21], V, 6)]
+
+  it('should compute the same gradients with activation checkpointing as without', async function () {
+    this.timeout(60_000)
+    const plain = await createModel({ config, seed: 3, dtype: 'float64' })
+    const ckpt = await createModel({ config, seed: 3, dtype: 'float64', activationCheckpointing: true })
+    const a = await plain.gradients(mbs, loss)
+    const b = await ckpt.gradients(mbs, loss)
+    expect(b.stats.loss).to.be.closeTo(a.stats.loss, 1e-12)
+    for (const [name, g] of Object.entries(a.grads)) {
+      expect(maxAbsDiff(b.grads[name]!, g), name).to.be.at.most(1e-12)
+      // and the gradient is not trivially zero (the check would pass on an untrained path)
+      if (name.includes('layers.0.mlp.down_proj'))
+        expect(maxAbsDiff(g, new Float64Array(g.length))).to.be.above(0)
+    }
+    plain.dispose()
+    ckpt.dispose()
+  })
+
+  it('should give the same log-probs whatever the logits chunk size', async () => {
+    const batch = packed([5, 17, 3], V, 8)
+    const a = await createModel({ config, seed: 4, dtype: 'float64' })
+    const b = await createModel({ config, seed: 4, dtype: 'float64', logitsChunk: 1 })
+    const la = await a.logprobs(batch)
+    const lb = await b.logprobs(batch)
+    expect(maxAbsDiff(la.logprobs, lb.logprobs)).to.be.at.most(1e-6)
+    const ga = await a.gradients(mbs, loss)
+    const gb = await b.gradients(mbs, loss)
+    for (const [name, g] of Object.entries(ga.grads))
+      expect(maxAbsDiff(gb.grads[name]!, g), name).to.be.at.most(1e-12)
+    a.dispose()
+    b.dispose()
+  })
+
+  it('should keep float32 master weights and stay near float32 results when computing in bf16', async function () {
+    this.timeout(60_000)
+    const f32 = await createModel({ config, seed: 9 })
+    const bf = await createModel({ config, seed: 9, computeDtype: 'bfloat16' })
+    expect(bf.dtype).to.equal('float32')
+    expect(bf.computeDtype).to.equal('bfloat16')
+    expect(bf.device).to.equal('cpu')
+    const batch = packed([12, 30], V, 2)
+    const la = await f32.logprobs(batch)
+    const lb = await bf.logprobs(batch)
+    expect(relErr(lb.logprobs, la.logprobs)).to.be.below(2e-2).and.above(0)
+    // gradients accumulate in float32 over micro-batches
+    const ga = await f32.gradients(mbs, loss)
+    const gb = await bf.gradients(mbs, loss)
+    for (const [name, g] of Object.entries(ga.grads)) {
+      expect(gb.grads[name]).to.be.instanceOf(Float32Array)
+      expect(relErr(gb.grads[name]!, g), name).to.be.below(0.1)
+    }
+    // One step moves the master weights as float32 would, within bf16 error. Adam's first update is
+    // nearly lr·sign(g), so elements whose gradient is at bf16 noise level may flip: compare the whole
+    // update's direction (cosine) rather than element-wise.
+    const before = await f32.parameters()
+    await f32.ppoStep(mbs, loss, optim)
+    await bf.ppoStep(mbs, loss, optim)
+    const pa = await f32.parameters()
+    const pb = await bf.parameters()
+    const da: number[] = []
+    const db: number[] = []
+    for (const [name, p0] of Object.entries(before)) {
+      expect(pb[name]).to.be.instanceOf(Float32Array)
+      p0.forEach((x, i) => {
+        da.push(pa[name]![i]! - x)
+        db.push(pb[name]![i]! - x)
+      })
+    }
+    expect(cosine(db, da)).to.be.above(0.95)
+    f32.dispose()
+    bf.dispose()
+  })
+
+  it('should refuse bad run options with coded errors', async () => {
+    expect((await rejection(createModel({ config, device: 'gpu' as 'cpu' }))).code).to.equal('TRN_ERR_ARG')
+    expect(
+      (await rejection(createModel({ config, dtype: 'float64', computeDtype: 'bfloat16' }))).code,
+    ).to.equal('TRN_ERR_ARG')
+    expect((await rejection(createModel({ config, logitsChunk: -1 }))).code).to.equal('TRN_ERR_ARG')
+    expect(
+      (
+        await rejection(
+          initProcessGroup({ rank: 0, worldSize: 1, storePath: '/nonexistent/x', backend: 'mpi' as 'gloo' }),
+        )
+      ).code,
+    ).to.equal('TRN_ERR_ARG')
+  })
+
+  it('should name the missing device when CUDA is not there', async function () {
+    if (cudaDeviceCount() > 0) this.skip()
+    const e = await rejection(createModel({ config, device: 'cuda' }))
+    expect(e.code).to.equal('TRN_ERR_DEVICE')
+    expect(e.message).to.match(/sees 0 CUDA device/)
+    if (!buildInfo().nccl) {
+      const g = await rejection(
+        initProcessGroup({ rank: 0, worldSize: 1, storePath: '/tmp/x', backend: 'nccl' }),
+      )
+      expect(g.code).to.equal('TRN_ERR_DEVICE')
+    }
+  })
+})
