@@ -42,8 +42,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mfu import H100_BF16_PEAK, mfu, step_flops  # noqa: E402
-from qwen3_ref import Qwen3Config, Qwen3ForCausalLM, init_weights, matmul_params  # noqa: E402
+from mfu import H100_BF16_PEAK, matmul_params, mfu, step_flops  # noqa: E402
+from qwen3_ref import Qwen3Config, Qwen3ForCausalLM, init_weights  # noqa: E402
 
 EPS_CLIP = 0.2
 LR = 1e-6

@@ -80,15 +80,6 @@ class Qwen3Config:
         return cfg
 
 
-def matmul_params(cfg: Qwen3Config) -> int:
-    """Parameters that take part in matrix products per token: every decoder-layer weight matrix plus the
-    lm_head matrix V·H (counted even when tied). Embedding lookup and norms are excluded. The MFU formula's
-    P (mfu.py); bench/gpu/mfu.ts computes the same number."""
-    h, q, kv = cfg.hidden_size, cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim
-    per_layer = h * q + 2 * h * kv + q * h + 3 * h * cfg.intermediate_size
-    return cfg.num_hidden_layers * per_layer + cfg.vocab_size * h
-
-
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()

@@ -1,0 +1,60 @@
+/** Options of `npm run bench:gpu` (bench/gpu.ts), checked: bad values fail with a coded error. */
+import { parseArgs } from 'node:util'
+import { fail } from '../../runtime/errors.ts'
+
+export interface GpuBenchOptions {
+  config: string
+  tokens: number
+  seqlen: number
+  steps: number
+  warmup: number
+  ckpt: boolean
+  gpus: number
+  seed: number
+}
+
+function int(name: string, v: string, min: number): number {
+  const n = Number(v)
+  if (!Number.isInteger(n) || n < min) {
+    throw fail('CFG_ERR_VALUE', `--${name} ${v}: expected an integer ≥ ${min}`, { key: name })
+  }
+  return n
+}
+
+/** Parses and checks the options (CFG_ERR_VALUE / CFG_ERR_UNKNOWN_KEY on bad input). */
+export function parseOptions(argv: string[]): GpuBenchOptions {
+  let values: Record<string, string | boolean | undefined>
+  try {
+    values = parseArgs({
+      args: argv,
+      options: {
+        config: { type: 'string', default: 'configs/models/qwen3-1.7b/config.json' },
+        tokens: { type: 'string', default: '16384' },
+        seqlen: { type: 'string', default: '2048' },
+        steps: { type: 'string', default: '5' },
+        warmup: { type: 'string', default: '2' },
+        ckpt: { type: 'boolean', default: false },
+        gpus: { type: 'string', default: '1' },
+        seed: { type: 'string', default: '0' },
+      },
+    }).values
+  } catch (e) {
+    throw fail('CFG_ERR_UNKNOWN_KEY', (e as Error).message, undefined, e)
+  }
+  const o: GpuBenchOptions = {
+    config: values.config as string,
+    tokens: int('tokens', values.tokens as string, 2),
+    seqlen: int('seqlen', values.seqlen as string, 2),
+    steps: int('steps', values.steps as string, 1),
+    warmup: int('warmup', values.warmup as string, 0),
+    ckpt: values.ckpt as boolean,
+    gpus: int('gpus', values.gpus as string, 1),
+    seed: int('seed', values.seed as string, 0),
+  }
+  if (o.tokens % o.seqlen !== 0) {
+    throw fail('CFG_ERR_VALUE', `--tokens ${o.tokens} is not a multiple of --seqlen ${o.seqlen}`, {
+      key: 'tokens',
+    })
+  }
+  return o
+}
