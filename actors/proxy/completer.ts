@@ -241,7 +241,7 @@ export class Completer {
             promptLen: chain.len,
             parent: prev,
             follows: prev.id,
-            undo: () => (chain.len = end),
+            undo: () => chain.truncate(end),
           }
         }
         const chain = TokenChain.of(prev.chain.view(0, end), d.ids)
@@ -298,6 +298,7 @@ export class Completer {
     const run = this.pool.generate(s.id, p.chain.view(0, p.promptLen), sampling, {
       signal: o.signal,
       rid,
+      promptJson: () => p.chain.json(p.promptLen),
       onTokens: o.onTokens,
     })
     s.pending.add(run)

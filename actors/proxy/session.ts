@@ -7,6 +7,7 @@
 import { randomBytes } from 'node:crypto'
 import type { ReasoningShape } from '../tokenizer/incremental.ts'
 import type { FinishReason } from './engines/types.ts'
+import { idsToJson, writeIds } from './ids-json.ts'
 
 /**
  * The tokens of one exact-prefix chain of completions in one growing buffer: each completion's prompt is
@@ -15,9 +16,17 @@ import type { FinishReason } from './engines/types.ts'
  */
 export class TokenChain {
   buf: Int32Array<ArrayBuffer>
-  len = 0
+  private n = 0
   /** a completion is generating at the tip (another one extending the same tip must branch off) */
   busy = false
+  /**
+   * The first `jsonLen` ids as JSON array elements (`1,2,3`, ASCII) in `json[0..jsonBytes)`, for HTTP
+   * engines: each turn serialises only the ids added since the last one. Append-only: bytes once written
+   * are never changed (a request may still be sending them); truncate() starts a new buffer.
+   */
+  private jsonBuf: Buffer = Buffer.alloc(0)
+  private jsonLen = 0
+  private jsonBytes = 0
 
   constructor(capacity = 1024) {
     this.buf = new Int32Array(capacity)
@@ -30,18 +39,58 @@ export class TokenChain {
     return c
   }
 
+  /** number of tokens in the chain */
+  get len(): number {
+    return this.n
+  }
+
   append(ids: ArrayLike<number>): void {
-    if (this.len + ids.length > this.buf.length) {
-      const next = new Int32Array(Math.max(this.buf.length * 2, this.len + ids.length))
-      next.set(this.buf.subarray(0, this.len))
+    if (this.n + ids.length > this.buf.length) {
+      const next = new Int32Array(Math.max(this.buf.length * 2, this.n + ids.length))
+      next.set(this.buf.subarray(0, this.n))
       this.buf = next
     }
-    this.buf.set(ids, this.len)
-    this.len += ids.length
+    this.buf.set(ids, this.n)
+    this.n += ids.length
+  }
+
+  /** Drop the tokens from `len` on (a generation that failed is taken back off the chain). */
+  truncate(len: number): void {
+    if (len < 0 || len > this.n) throw new RangeError(`truncate(${len}) on a chain of ${this.n}`)
+    this.n = len
+    if (this.jsonLen > len) {
+      this.jsonBuf = Buffer.alloc(0)
+      this.jsonLen = 0
+      this.jsonBytes = 0
+    }
   }
 
   view(from: number, to: number): Int32Array<ArrayBuffer> {
     return this.buf.subarray(from, to)
+  }
+
+  /**
+   * The first `len` ids as JSON array elements (`1,2,3`), the same bytes as `view(0, len).join(',')`:
+   * serialised once and extended, so a 50-turn conversation serialises each token once, not 50 times.
+   * The bytes stay valid (unchanged) for as long as the caller holds them.
+   */
+  json(len: number): Buffer {
+    if (len < 0 || len > this.n) throw new RangeError(`json(${len}) on a chain of ${this.n}`)
+    if (len < this.jsonLen) {
+      // an earlier prefix (not the hot path): serialise it on its own
+      return idsToJson(this.buf.subarray(0, len))
+    }
+    if (len > this.jsonLen) {
+      const need = this.jsonBytes + (len - this.jsonLen) * 12
+      if (need > this.jsonBuf.length) {
+        const next = Buffer.allocUnsafe(Math.max(need, this.jsonBuf.length * 2, 4096))
+        this.jsonBuf.copy(next, 0, 0, this.jsonBytes)
+        this.jsonBuf = next
+      }
+      this.jsonBytes = writeIds(this.jsonBuf, this.jsonBytes, this.buf, this.jsonLen, len)
+      this.jsonLen = len
+    }
+    return this.jsonBuf.subarray(0, this.jsonBytes)
   }
 }
 

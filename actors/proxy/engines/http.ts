@@ -4,11 +4,14 @@
  * PRX_ERR_UPSTREAM_TIMEOUT, non-2xx or unreadable JSON → PRX_ERR_UPSTREAM. A caller's abort rejects with
  * the signal's reason.
  *
- * NOTE: plain node:http with a keep-alive agent rather than fetch: on the per-completion hot path fetch
- * (undici + AbortSignal.any/timeout per call) cost more than the whole templating step.
+ * NOTE: whole-reply requests (postJson) go through wire.ts, a lean keep-alive HTTP/1.1 client: on the
+ * per-completion hot path node:http (and fetch even more) cost more than the whole templating step.
+ * Streamed replies (postSse) use node:http with a keep-alive agent.
  */
 import { Agent, request } from 'node:http'
 import { fail } from '../../../runtime/errors.ts'
+import { idsToJson } from '../ids-json.ts'
+import { request as wireRequest } from './wire.ts'
 
 const agent = new Agent({ keepAlive: true, maxSockets: 256, keepAliveMsecs: 10_000 })
 
@@ -20,86 +23,55 @@ export interface PostOptions {
   text?: boolean
 }
 
-/** A JSON body already serialised (hot path: token-id arrays are joined, not mapped through JSON.stringify). */
+/** A JSON body already serialised, in parts written one after another (hot path: no join, no copy). */
 export class RawJson {
-  constructor(readonly text: string) {}
+  constructor(readonly parts: readonly Uint8Array[]) {}
 }
 
-/** `{"<key>": [ids…], …rest}` as RawJson; `rest` must have at least one field. */
-export function jsonWithIds(key: string, ids: Int32Array, rest: Record<string, unknown>): RawJson {
-  return new RawJson(`{"${key}":[${ids.join(',')}],${JSON.stringify(rest).slice(1)}`)
+/**
+ * `{"<key>": [ids…], …rest}` as RawJson; `rest` must have at least one field. `idsJson`, when given, is
+ * `ids` already serialised as array elements (`1,2,3`, see TokenChain.json) and is sent as it is.
+ */
+export function jsonWithIds(
+  key: string,
+  ids: Int32Array,
+  rest: Record<string, unknown>,
+  idsJson?: Uint8Array,
+): RawJson {
+  return new RawJson([
+    Buffer.from(`{"${key}":[`, 'latin1'),
+    idsJson ?? idsToJson(ids),
+    Buffer.from(`],${JSON.stringify(rest).slice(1)}`, 'utf8'),
+  ])
 }
 
-export function postJson(url: string, body: unknown, opts: PostOptions): Promise<unknown> {
-  return once(url, body, opts, true)
-}
-
-function once(url: string, body: unknown, opts: PostOptions, mayRetry: boolean): Promise<unknown> {
-  return new Promise((resolve, reject) => {
-    if (opts.signal?.aborted) return reject(opts.signal.reason)
-    const payload =
-      body === undefined ? undefined : Buffer.from(body instanceof RawJson ? body.text : JSON.stringify(body))
-    let answered = false
-    let settled = false
-    const done = (err: unknown, value?: unknown) => {
-      if (settled) return
-      settled = true
-      clearTimeout(timer)
-      opts.signal?.removeEventListener('abort', onAbort)
-      if (err) reject(err)
-      else resolve(value)
-    }
-    const req = request(url, {
-      method: opts.method ?? 'POST',
-      agent,
-      headers: payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {},
-    })
-    const timer = setTimeout(() => {
-      done(fail('PRX_ERR_UPSTREAM_TIMEOUT', `${url} after ${opts.timeoutMs} ms`, { url }))
-      req.destroy()
-    }, opts.timeoutMs)
-    const onAbort = () => {
-      done(opts.signal!.reason)
-      req.destroy()
-    }
-    opts.signal?.addEventListener('abort', onAbort, { once: true })
-    req.on('error', (err) => {
-      const code = (err as { code?: string }).code
-      // A kept-alive socket the server had closed: the request never reached it; try a fresh one once.
-      if (!answered && mayRetry && req.reusedSocket && code === 'ECONNRESET' && !settled) {
-        settled = true
-        clearTimeout(timer)
-        opts.signal?.removeEventListener('abort', onAbort)
-        once(url, body, opts, false).then(resolve, reject)
-        return
-      }
-      if (!answered) done(fail('PRX_ERR_ENGINE_DOWN', `${url}: ${code ?? err.message}`, { url }, err))
-      else done(fail('PRX_ERR_UPSTREAM', `${url}: reply cut off (${code ?? err.message})`, { url }, err))
-    })
-    req.on('response', (res) => {
-      answered = true
-      const chunks: Buffer[] = []
-      res.on('data', (c: Buffer) => chunks.push(c))
-      res.on('error', (err) => done(fail('PRX_ERR_UPSTREAM', `${url}: reply cut off`, { url }, err)))
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8')
-        const status = res.statusCode ?? 0
-        if (status < 200 || status >= 300) {
-          return done(
-            fail('PRX_ERR_UPSTREAM', `${url} answered ${status}: ${text.slice(0, 300)}`, { url, status }),
-          )
-        }
-        if (text === '') return done(null, {})
-        if (opts.text) return done(null, text)
-        try {
-          done(null, JSON.parse(text))
-        } catch (err) {
-          done(fail('PRX_ERR_UPSTREAM', `${url}: reply is not JSON: ${text.slice(0, 200)}`, { url }, err))
-        }
-      })
-    })
-    req.end(payload)
+export async function postJson(url: string, body: unknown, opts: PostOptions): Promise<unknown> {
+  const parts =
+    body === undefined
+      ? undefined
+      : body instanceof RawJson
+        ? body.parts
+        : [Buffer.from(JSON.stringify(body), 'utf8')]
+  const res = await wireRequest(url, {
+    method: opts.method ?? 'POST',
+    body: parts,
+    timeoutMs: opts.timeoutMs,
+    signal: opts.signal,
   })
+  const text = res.body.toString('utf8')
+  if (res.status < 200 || res.status >= 300) {
+    throw fail('PRX_ERR_UPSTREAM', `${url} answered ${res.status}: ${text.slice(0, 300)}`, {
+      url,
+      status: res.status,
+    })
+  }
+  if (text === '') return {}
+  if (opts.text) return text
+  try {
+    return JSON.parse(text)
+  } catch (err) {
+    throw fail('PRX_ERR_UPSTREAM', `${url}: reply is not JSON: ${text.slice(0, 200)}`, { url }, err)
+  }
 }
 
 /**
@@ -114,7 +86,7 @@ export function postSse(
 ): Promise<void> {
   return new Promise((resolve, reject) => {
     if (opts.signal?.aborted) return reject(opts.signal.reason)
-    const payload = Buffer.from(body instanceof RawJson ? body.text : JSON.stringify(body))
+    const payload = body instanceof RawJson ? Buffer.concat(body.parts) : Buffer.from(JSON.stringify(body))
     let answered = false
     let settled = false
     const done = (err: unknown) => {

@@ -17,6 +17,8 @@ const MAX_IDLE_ABORTS = 3
 export interface PoolGenerateOptions {
   signal?: AbortSignal
   rid?: string
+  /** the prompt as JSON array elements (see GenerateRequest.inputJson); used while nothing was generated */
+  promptJson?: () => Uint8Array
   /** called after each engine segment with what it added (streaming) */
   onTokens?: (ids: Int32Array, logprobs: Float32Array) => void
 }
@@ -95,6 +97,7 @@ export class EnginePool {
       try {
         res = await this.engines[i]!.generate({
           inputIds: input,
+          inputJson: ids.length === 0 ? o.promptJson : undefined,
           sampling: { ...sampling, maxNewTokens: remaining },
           signal: o.signal,
           // one engine request per segment: a resumed generation is a new request there

@@ -45,22 +45,27 @@ export class SglangEngine implements Engine {
     const s = req.sampling
     const version = this.version
     const stream = !!req.onTokens && this.opts.stream !== false
-    const body = jsonWithIds('input_ids', req.inputIds, {
-      sampling_params: {
-        max_new_tokens: s.maxNewTokens,
-        temperature: s.temperature,
-        top_p: s.topP,
-        ...(s.topK !== undefined ? { top_k: s.topK } : {}),
-        stop_token_ids: s.stopTokenIds,
-        ...(s.stop?.length ? { stop: s.stop } : {}),
-        ...(s.seed !== undefined ? { sampling_seed: s.seed } : {}),
-        // the stop token is part of what the model sampled: keep it in the output
-        no_stop_trim: true,
+    const body = jsonWithIds(
+      'input_ids',
+      req.inputIds,
+      {
+        sampling_params: {
+          max_new_tokens: s.maxNewTokens,
+          temperature: s.temperature,
+          top_p: s.topP,
+          ...(s.topK !== undefined ? { top_k: s.topK } : {}),
+          stop_token_ids: s.stopTokenIds,
+          ...(s.stop?.length ? { stop: s.stop } : {}),
+          ...(s.seed !== undefined ? { sampling_seed: s.seed } : {}),
+          // the stop token is part of what the model sampled: keep it in the output
+          no_stop_trim: true,
+        },
+        return_logprob: true,
+        stream,
+        ...(req.rid ? { rid: req.rid } : {}),
       },
-      return_logprob: true,
-      stream,
-      ...(req.rid ? { rid: req.rid } : {}),
-    })
+      req.inputJson?.(),
+    )
     const ids: number[] = []
     const lps: number[] = []
     let meta: NonNullable<SglangReply['meta_info']> | undefined

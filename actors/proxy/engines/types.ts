@@ -30,6 +30,12 @@ export interface Sampling {
 
 export interface GenerateRequest {
   inputIds: Int32Array
+  /**
+   * `inputIds` as JSON array elements (`1,2,3`, ASCII), when the caller keeps them serialised (the
+   * proxy's token chains do): HTTP backends send these bytes instead of serialising inputIds again. Call
+   * it before the first await; it must give exactly inputIds.
+   */
+  inputJson?: () => Uint8Array
   sampling: Sampling
   signal?: AbortSignal
   /** request id (for logs and engine-side abort) */

@@ -40,20 +40,25 @@ export class VllmEngine implements Engine {
     const s = req.sampling
     const version = this.version
     const stream = !!req.onTokens && this.opts.stream !== false
-    const body = jsonWithIds('prompt', req.inputIds, {
-      model: this.opts.model,
-      max_tokens: s.maxNewTokens,
-      temperature: s.temperature,
-      top_p: s.topP,
-      ...(s.topK !== undefined ? { top_k: s.topK } : {}),
-      ...(s.stop?.length ? { stop: s.stop } : {}),
-      ...(s.seed !== undefined ? { seed: s.seed } : {}),
-      stop_token_ids: s.stopTokenIds,
-      logprobs: 0,
-      return_tokens_as_token_ids: true,
-      skip_special_tokens: false,
-      stream,
-    })
+    const body = jsonWithIds(
+      'prompt',
+      req.inputIds,
+      {
+        model: this.opts.model,
+        max_tokens: s.maxNewTokens,
+        temperature: s.temperature,
+        top_p: s.topP,
+        ...(s.topK !== undefined ? { top_k: s.topK } : {}),
+        ...(s.stop?.length ? { stop: s.stop } : {}),
+        ...(s.seed !== undefined ? { seed: s.seed } : {}),
+        stop_token_ids: s.stopTokenIds,
+        logprobs: 0,
+        return_tokens_as_token_ids: true,
+        skip_special_tokens: false,
+        stream,
+      },
+      req.inputJson?.(),
+    )
     const ids: number[] = []
     const lps: number[] = []
     let fr: string | null | undefined
