@@ -28,17 +28,23 @@ export function toChatMessage(m: ChatRequestMessage): ChatMessage {
   return out
 }
 
-/** What identifies a message for matching turns (tool-call ids and reasoning, which clients may drop, are left out). */
+/**
+ * What identifies a message for matching turns (tool-call ids and reasoning, which clients may drop, are
+ * left out). Every field but the content is length-prefixed and the content comes last, so two keys are
+ * equal exactly when the fields are; the content is not escaped or copied (a long system prompt is
+ * joined on, not re-encoded as JSON every turn).
+ */
 export function messageKey(
   m: Pick<ChatMessage, 'role' | 'content' | 'tool_calls'> & Partial<ChatMessage>,
 ): string {
-  return JSON.stringify([
-    m.role,
-    m.content,
-    m.name ?? null,
-    m.tool_call_id ?? null,
-    m.tool_calls?.length ? m.tool_calls.map((t) => [t.function.name, t.function.arguments]) : null,
-  ])
+  const calls = m.tool_calls?.length
+    ? JSON.stringify(m.tool_calls.map((t) => [t.function.name, t.function.arguments]))
+    : undefined
+  return `${field(m.role)}${field(m.name)}${field(m.tool_call_id)}${field(calls)}${m.content}`
+}
+
+function field(s: string | undefined): string {
+  return s === undefined ? '-' : `${s.length}:${s}`
 }
 
 /** `ids` without trailing eos ids (for decoding the text the agent sees). */

@@ -60,6 +60,8 @@ interface Prompt {
   promptLen: number
   parent: CompletionRecord | null
   follows: string | null
+  /** text at the end of the prompt (the rendered delta or full render; '' when not rendered) */
+  tail: string
   /** take the prompt back off the chain (the generation failed) */
   undo: () => void
 }
@@ -93,11 +95,19 @@ export class Completer {
     const ctxKey = JSON.stringify([ctx.tools ?? null, ctx.kwargs ?? null])
     const msgKeys = messages.map(messageKey)
     const p = this.chatPrompt(s, messages, msgKeys, ctx, ctxKey)
+    if (p.parent?.chat) {
+      // keep the parent's key strings for the shared history: a session stores each message's key once
+      const pk = p.parent.chat.msgKeys
+      for (let i = 0; i < pk.length; i++) msgKeys[i] = pk[i]!
+      msgKeys[pk.length] = p.parent.chat.replyKey
+    }
     const prompt = p.chain.view(0, p.promptLen)
     const toolsOn = this.config.tool_parser !== 'none' && !!ctx.tools && req.tool_choice !== 'none'
     const reasoningOn = this.config.reasoning_parser !== 'none'
-    const promptTail = this.tokenizer.decode(prompt.subarray(Math.max(0, prompt.length - 4)))
-    const id = `chatcmpl-${randomBytes(12).toString('hex')}`
+    // the text the prompt ends with: the rendered delta (or full render) unless too short to tell
+    const promptTail =
+      p.tail.length >= 16 ? p.tail : this.tokenizer.decode(prompt.subarray(Math.max(0, prompt.length - 4)))
+    const id = `chatcmpl-${randomHex(24)}`
     const parseOpts = {
       tools: toolsOn,
       reasoning: reasoningOn,
@@ -178,9 +188,9 @@ export class Completer {
     }
     this.checkPromptLength(ids.length)
     const chain = TokenChain.of(ids)
-    const p: Prompt = { chain, promptLen: chain.len, parent: null, follows: null, undo: () => {} }
+    const p: Prompt = { chain, promptLen: chain.len, parent: null, follows: null, tail: '', undo: () => {} }
     const prompt = chain.view(0, chain.len)
-    const id = `cmpl-${randomBytes(12).toString('hex')}`
+    const id = `cmpl-${randomHex(24)}`
     const gen = await this.generate(s, id, p, this.sampling(req, prompt.length), o)
     this.record(s, { id, prompt: p, gen })
     return {
@@ -241,18 +251,27 @@ export class Completer {
             promptLen: chain.len,
             parent: prev,
             follows: prev.id,
+            tail: d.text,
             undo: () => chain.truncate(end),
           }
         }
         const chain = TokenChain.of(prev.chain.view(0, end), d.ids)
-        return { chain, promptLen: chain.len, parent: prev, follows: prev.id, undo: () => {} }
+        return { chain, promptLen: chain.len, parent: prev, follows: prev.id, tail: d.text, undo: () => {} }
       }
       this.counters.historyRewrites++
       this.log.debug({ session: s.id, reason: d.reason }, 'template rewrites history: new sample')
     }
-    const chain = TokenChain.of(this.builder.full(messages, ctx))
+    const text = this.builder.renderFull(messages, ctx)
+    const chain = TokenChain.of(this.tokenizer.encode(text))
     this.checkPromptLength(chain.len)
-    return { chain, promptLen: chain.len, parent: null, follows: prev?.id ?? null, undo: () => {} }
+    return {
+      chain,
+      promptLen: chain.len,
+      parent: null,
+      follows: prev?.id ?? null,
+      tail: text,
+      undo: () => {},
+    }
   }
 
   private sampling(
@@ -342,6 +361,21 @@ export class Completer {
       }),
     )
   }
+}
+
+/** random bytes drawn in blocks: one crypto call per 128 ids rather than one per id */
+let pool = Buffer.alloc(0)
+let poolAt = 0
+
+/** `chars` random hex characters (chars even, at most 256). */
+function randomHex(chars: number): string {
+  const n = chars / 2
+  if (poolAt + n > pool.length) {
+    pool = randomBytes(4096)
+    poolAt = 0
+  }
+  poolAt += n
+  return pool.toString('hex', poolAt - n, poolAt)
 }
 
 function stopList(stop: string | string[] | null | undefined): string[] | undefined {
