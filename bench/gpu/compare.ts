@@ -6,6 +6,8 @@ export interface UpdateError {
   relErr: number
   /** ‖Δref‖. */
   refNorm: number
+  /** ‖Δgot‖. */
+  gotNorm: number
 }
 
 type Params = Record<string, ArrayLike<number>>
@@ -32,16 +34,18 @@ export function updateErrors(
     }
     let n = 0
     let d = 0
+    let g = 0
     for (let i = 0; i < rb.length; i++) {
       const dr = ra[i]! - rb[i]!
       const dg = ga[i]! - gb[i]!
       n += (dg - dr) ** 2
       d += dr ** 2
+      g += dg ** 2
     }
     num += n
     den += d
     const relErr = d > 0 ? Math.sqrt(n / d) : n > 0 ? Number.POSITIVE_INFINITY : 0
-    tensors.push({ name, relErr, refNorm: Math.sqrt(d) })
+    tensors.push({ name, relErr, refNorm: Math.sqrt(d), gotNorm: Math.sqrt(g) })
   }
   const global = den > 0 ? Math.sqrt(num / den) : num > 0 ? Number.POSITIVE_INFINITY : 0
   return { tensors, global }

@@ -99,40 +99,57 @@ async function updateCheck(device: DeviceName): Promise<{ ok: boolean; global: n
   const config = readHfConfig(join(models, 'qwen3-debug'))
   const cpu = await createModel({ config, seed: 3, dtype: 'float32', device: 'cpu' })
   const gpu = await createModel({ config, seed: 3, dtype: 'float32', device, computeDtype: 'bfloat16' })
+  // the same step in float32 on the GPU, for information: separates device bugs from bf16 rounding
+  const gpu32 = await createModel({ config, seed: 3, dtype: 'float32', device, computeDtype: 'float32' })
   try {
     await copyWeights(cpu, gpu)
+    await copyWeights(cpu, gpu32)
     const mb = await stepBatch(config.vocab_size, async (b) => (await cpu.logprobs(b)).logprobs)
     const loss = { epsClip: 0.2 }
     const optim = { lr: 1, eps: 1, maxGradNorm: 1, weightDecay: 0 }
-    const cpuBefore = await cpu.parameters()
-    const gpuBefore = await gpu.parameters()
-    const sc = await cpu.ppoStep([mb], loss, optim)
-    const sg = await gpu.ppoStep([mb], loss, optim)
-    const { tensors, global } = updateErrors(
-      cpuBefore,
-      await cpu.parameters(),
-      gpuBefore,
-      await gpu.parameters(),
-    )
+    const before = await cpu.parameters()
+    const step = async (m: Model) => {
+      const stats = await m.ppoStep([mb], loss, optim)
+      return { stats, after: await m.parameters() }
+    }
+    const c = await step(cpu)
+    const g = await step(gpu)
+    const g32 = await step(gpu32)
+    const { tensors, global } = updateErrors(before, c.after, before, g.after)
+    const info = updateErrors(before, c.after, before, g32.after)
+    const e = (x: number) => x.toExponential(3).padStart(10)
     console.log(`one PPO step, qwen3-debug: cpu float32 vs ${gpu.device} bfloat16 (lr 1, eps 1)`)
-    console.log(
-      `  loss ${sc.loss.toExponential(4)} vs ${sg.loss.toExponential(4)}, grad norm ${sc.gradNorm.toExponential(4)} vs ${sg.gradNorm.toExponential(4)}, clip fraction ${sc.clipFraction} vs ${sg.clipFraction}`,
-    )
-    const worst = [...tensors].sort((a, b) => b.relErr - a.relErr)
-    console.log(`  ${'parameter'.padEnd(44)} ${'‖Δcpu‖'.padStart(10)} ${'rel err'.padStart(10)}`)
-    for (const t of worst.slice(0, 8)) {
+    for (const [name, s] of [
+      ['cpu float32', c.stats],
+      ['cuda bfloat16', g.stats],
+      ['cuda float32', g32.stats],
+    ] as const) {
       console.log(
-        `  ${t.name.padEnd(44)} ${t.refNorm.toExponential(3).padStart(10)} ${t.relErr.toExponential(3).padStart(10)}`,
+        `  ${name.padEnd(14)} loss ${s.loss.toExponential(4)}, grad norm ${s.gradNorm.toExponential(4)}, clip fraction ${s.clipFraction}`,
+      )
+    }
+    // every parameter of the small config, else the worst and every failing one
+    const worst = [...tensors].sort((x, y) => y.relErr - x.relErr)
+    const shown = worst.length <= 40 ? worst : worst.filter((t, i) => i < 12 || !(t.relErr <= UPDATE_TOL))
+    console.log(
+      `  ${'parameter'.padEnd(46)} ${'‖Δcpu‖'.padStart(10)} ${'‖Δbf16‖'.padStart(10)} ${'rel bf16'.padStart(10)} ${'rel fp32'.padStart(10)}`,
+    )
+    for (const t of shown) {
+      const f32 = info.tensors.find((x) => x.name === t.name)!
+      const flag = t.relErr <= UPDATE_TOL ? '' : t.gotNorm === 0 ? '  FAIL (not updated)' : '  FAIL'
+      console.log(
+        `  ${t.name.padEnd(46)} ${e(t.refNorm)} ${e(t.gotNorm)} ${e(t.relErr)} ${e(f32.relErr)}${flag}`,
       )
     }
     const bad = tensors.filter((t) => !(t.relErr <= UPDATE_TOL))
     console.log(
-      `  all ${tensors.length} parameters: global rel err ${global.toExponential(3)}, ${bad.length} over ${UPDATE_TOL}`,
+      `  all ${tensors.length} parameters: global rel err bf16 ${global.toExponential(3)}, fp32 ${info.global.toExponential(3)}; ${bad.length} over ${UPDATE_TOL}`,
     )
     return { ok: bad.length === 0, global }
   } finally {
     cpu.dispose()
     gpu.dispose()
+    gpu32.dispose()
   }
 }
 

@@ -114,6 +114,7 @@ describe('the update comparison', () => {
     const got = { a: [1.1, 2, 3], b: [0, 0.6] }
     const r = updateErrors(before, after, before, got)
     expect(r.tensors.find((t) => t.name === 'a')!.relErr).to.equal(0)
+    expect(r.tensors.find((t) => t.name === 'b')).to.deep.include({ refNorm: 0.3, gotNorm: 0.6 })
     expect(r.tensors.find((t) => t.name === 'b')!.relErr).to.be.closeTo(1, 1e-12)
     expect(r.global).to.be.closeTo(0.3 / Math.sqrt(0.01 + 0.09), 1e-12)
   })
