@@ -14,7 +14,11 @@
  * Wall-clock numbers on a shared machine move with its load; `added_cpu_ms` (CPU time this process spends
  * per turn through the proxy minus calling the engine directly; the engine runs in a child process) does not.
  *
- * Last line: RESULT proxy added_p50_ms=… req_s=… template_speedup=… added_cpu_ms=… template_full_ms=… template_incr_ms=…
+ * 1b. the floor: each turn also sends the same request to a bare route on the same fastify app that only
+ *    forwards a prebuilt /generate body for the same ids (the proxy's HTTP client, no proxy work):
+ *    floor = that − direct. added − floor is what the proxy's own work costs.
+ *
+ * Last line: RESULT proxy added_p50_ms=… req_s=… template_speedup=… added_cpu_ms=… floor_p50_ms=… template_full_ms=… template_incr_ms=…
  * `--latency-only` runs part 1 alone (quick comparisons) and ends with a `LATENCY …` line instead.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
@@ -24,6 +28,7 @@ import { cpus, loadavg } from 'node:os'
 import { dirname } from 'node:path'
 import { buildApp } from '../actors/proxy/app.ts'
 import { validate } from '../actors/proxy/config.ts'
+import { jsonWithIds, postJson, type RawJson } from '../actors/proxy/engines/http.ts'
 import { ProxyService } from '../actors/proxy/service.ts'
 import { type ChatMessage, ChatTemplate } from '../actors/tokenizer/chat-template.ts'
 import { PromptBuilder } from '../actors/tokenizer/incremental.ts'
@@ -112,7 +117,21 @@ async function main() {
   const config = validate({ model_dir: MODEL_DIR, engines: [{ kind: 'sglang', url: engine.url }] })
   const service = new ProxyService(config, { log: silentLogger(), tokenizer })
   const app = buildApp(service)
+  // The HTTP floor: the same client → fastify → engine hop with none of the proxy's own work (no session,
+  // template, tokenizer, parsing or recording): the body it forwards is built before the clock starts.
+  let forwardBody: RawJson | null = null
+  app.post<{ Body: { messages: unknown[] } }>('/bench/forward', async (req) => {
+    const r = (await postJson(`${engine.url}/generate`, forwardBody!, { timeoutMs: 60_000 })) as {
+      meta_info?: unknown
+    }
+    return {
+      object: 'chat.completion',
+      choices: [{ index: 0, message: { role: 'assistant', content: 'OK.' }, finish_reason: 'stop' }],
+      usage: { messages: req.body.messages.length, answered: r.meta_info !== undefined },
+    }
+  })
   await app.listen({ host: '127.0.0.1', port: 0 })
+  const appUrl = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`
 
   // --- 1. added latency ------------------------------------------------------------------------------
   const rules = Array.from(
@@ -124,6 +143,7 @@ async function main() {
   const added: number[] = []
   const viaProxy: number[] = []
   const direct: number[] = []
+  const floor: number[] = []
   let cpuProxy = 0
   let cpuDirect = 0
   const CONVERSATIONS = 6
@@ -160,11 +180,25 @@ async function main() {
       })
       const t3 = performance.now()
       const c3 = cpuMs()
+      forwardBody = jsonWithIds('input_ids', Int32Array.from(input), {
+        sampling_params: {
+          max_new_tokens: 1024,
+          temperature: 1,
+          top_p: 1,
+          stop_token_ids: tokenizer.eosTokenIds,
+        },
+        return_logprob: true,
+        stream: false,
+      })
+      const t4 = performance.now()
+      await post(`${appUrl}/bench/forward`, { model: 'policy', messages })
+      const t5 = performance.now()
       messages.push(r.choices[0]!.message)
       if (c >= 0 && t >= 2) {
         viaProxy.push(t1 - t0)
         direct.push(t3 - t2)
         added.push(t1 - t0 - (t3 - t2))
+        floor.push(t5 - t4 - (t3 - t2))
         cpuProxy += c1 - c0
         cpuDirect += c3 - c2
       }
@@ -180,12 +214,19 @@ async function main() {
       `CPU per turn via proxy ${(cpuProxy / added.length).toFixed(2)} ms, direct ${(cpuDirect / added.length).toFixed(2)} ms, ` +
       `added ${addedCpu.toFixed(2)} ms (the engine runs in another process; load average ${loadavg()[0]!.toFixed(1)} on ${cpus().length} CPUs)`,
   )
+  const floorP50 = quantile(floor, 0.5)
+  console.log(
+    `latency floor: the same HTTP hop through fastify with no proxy work adds p50 ${floorP50.toFixed(2)} ms; ` +
+      `the proxy's own work (sessions, template, tokens, parse, record) ≈ ${(addedP50 - floorP50).toFixed(2)} ms of the added p50`,
+  )
 
   if (process.argv.includes('--latency-only')) {
     await app.close()
     await service.close()
     engine.child.kill()
-    console.log(`LATENCY added_p50_ms=${addedP50.toFixed(3)} added_cpu_ms=${addedCpu.toFixed(3)}`)
+    console.log(
+      `LATENCY added_p50_ms=${addedP50.toFixed(3)} added_cpu_ms=${addedCpu.toFixed(3)} floor_p50_ms=${floorP50.toFixed(3)}`,
+    )
     return
   }
 
@@ -292,7 +333,7 @@ async function main() {
   )
   console.log(
     `RESULT proxy added_p50_ms=${addedP50.toFixed(3)} req_s=${reqS.toFixed(0)} template_speedup=${speedup.toFixed(1)} ` +
-      `added_cpu_ms=${addedCpu.toFixed(3)} ` +
+      `added_cpu_ms=${addedCpu.toFixed(3)} floor_p50_ms=${floorP50.toFixed(3)} ` +
       `template_full_ms=${fullMs.toFixed(0)} template_incr_ms=${incrMs.toFixed(1)}`,
   )
 }
