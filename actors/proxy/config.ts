@@ -158,10 +158,15 @@ const engine: Check = (v, p) => {
   if (e.kind !== 'embedded') {
     if (!e.url)
       throw fail('CFG_ERR_MISSING', `${p}.url (${e.kind} engines need a base URL)`, { key: `${p}.url` })
-    if (!/^https?:\/\/[^/]+/.test(e.url)) {
-      throw fail('CFG_ERR_VALUE', `${p}.url: ${JSON.stringify(e.url)} is not an http(s) URL`, {
-        key: `${p}.url`,
-      })
+    // the engine clients (engines/wire.ts, node:http for streams) speak plain HTTP, no TLS
+    if (!/^http:\/\/[^/]+/.test(e.url)) {
+      throw fail(
+        'CFG_ERR_VALUE',
+        `${p}.url: ${JSON.stringify(e.url)} is not an http:// URL (no TLS to engines)`,
+        {
+          key: `${p}.url`,
+        },
+      )
     }
     e.url = e.url.replace(/\/+$/, '')
   }

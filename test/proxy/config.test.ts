@@ -50,6 +50,9 @@ describe('proxy config', () => {
       ])
       const kind = code(() => validate({ model_dir: '/m', engines: [{ kind: 'tgi', url: 'http://h' }] }))
       expect(kind.code).to.equal('CFG_ERR_VALUE')
+      // engines are spoken to in plain HTTP: a TLS URL is refused up front, not at the first completion
+      const tls = code(() => validate({ model_dir: '/m', engines: [{ kind: 'sglang', url: 'https://h' }] }))
+      expect([tls.code, tls.message.includes('proxy.engines[0].url')]).to.deep.equal(['CFG_ERR_VALUE', true])
     })
   })
 })

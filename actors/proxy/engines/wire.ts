@@ -140,7 +140,8 @@ export function request(url: string, req: WireRequest): Promise<WireReply> {
           conn.sock.destroy()
           reject(err)
         } else {
-          if (parser.reusable) giveBack(key, conn)
+          // a reply that came before the whole request was sent leaves the connection out of step
+          if (parser.reusable && conn.sock.writableLength === 0) giveBack(key, conn)
           else conn.sock.destroy()
           resolve(reply!)
         }
