@@ -76,6 +76,31 @@ describe('wire: the lean HTTP/1.1 client to engines', () => {
     })
   })
 
+  describe('when requests run at the same time', () => {
+    it('should give each its own connection, and reuse them all afterwards', async () => {
+      const N = 8
+      let waiting: { sock: Socket; n: string }[] = []
+      const s = await rawServer((req, sock) => {
+        waiting.push({ sock, n: req.body })
+        // answer only once all N are in: each must have had a connection of its own
+        if (waiting.length === N) {
+          for (const w of waiting) w.sock.write(ok(`{"n":${w.n}}`))
+          waiting = []
+        }
+      })
+      servers.push(s.server)
+      for (let round = 0; round < 2; round++) {
+        const replies = await Promise.all(
+          Array.from({ length: N }, (_, i) =>
+            request(s.url, { method: 'POST', body: [Buffer.from(String(i))], timeoutMs: 5000 }),
+          ),
+        )
+        expect(replies.map((r) => JSON.parse(r.body.toString()).n)).to.deep.equal([...Array(N).keys()])
+      }
+      expect(s.connections()).to.equal(N)
+    })
+  })
+
   describe('when the server answers chunked (node:http without a length)', () => {
     it('should join the chunks, and reuse the connection', async () => {
       const server = createHttpServer((_req, res) => {

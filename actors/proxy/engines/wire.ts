@@ -25,8 +25,8 @@ import { fail } from '../../../runtime/errors.ts'
 
 /** idle connections older than this are closed rather than reused (uvicorn closes them after 5 s) */
 const IDLE_MS = 4000
-/** idle connections kept per host:port */
-const MAX_IDLE = 64
+/** idle connections kept per host:port (node's Agent keeps 256 free sockets by default) */
+const MAX_IDLE = 256
 const CRLF2 = Buffer.from('\r\n\r\n')
 
 export interface WireRequest {
