@@ -19,7 +19,7 @@ import { fail } from '../../runtime/errors.ts'
 import type { Logger } from '../../runtime/log.ts'
 import { optimizerConfig, type TrainerConfig } from './config.ts'
 import { readTrainerState, TrainerHead } from './head.ts'
-import { openModel } from './model-source.ts'
+import { openModel, rankDevice } from './model-source.ts'
 import { RankWorker } from './rank.ts'
 
 export { type TrainerConfig, trainerSchema } from './config.ts'
@@ -69,11 +69,20 @@ export async function startTrainer(cfg: TrainerConfig, deps: TrainerDeps): Promi
     const storePath = deps.rendezvous ?? cfg.rendezvous
     if (!storePath)
       throw fail('CFG_ERR_MISSING', 'actor.rendezvous (a fresh FileStore path) for world_size > 1')
-    log.info({ worldSize, storePath }, 'joining the process group')
-    group = await initProcessGroup({ rank, worldSize, storePath, timeoutMs: cfg.collective_timeout_ms })
+    const device = rankDevice(cfg.model.device, rank)
+    const backend = device === 'cpu' ? 'gloo' : 'nccl'
+    log.info({ worldSize, storePath, backend, device }, 'joining the process group')
+    group = await initProcessGroup({
+      rank,
+      worldSize,
+      storePath,
+      timeoutMs: cfg.collective_timeout_ms,
+      backend,
+      ...(device === 'cpu' ? {} : { device }),
+    })
   }
   const src = deps.resumeFrom ? { ...cfg.model, path: join(deps.resumeFrom, 'weights') } : cfg.model
-  const model = await openModel(src, group)
+  const model = await openModel(src, group, rank)
   // AdamW moments, master shard and step: exact resume (checkpoints written before they were saved have none)
   if (deps.resumeFrom && state?.optimizerState)
     await model.loadOptimizerState(join(deps.resumeFrom, 'optimizer'))

@@ -185,7 +185,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       return queue(
           info,
           [=] {
-            const auto& full = m->store.materialize(false);
+            const auto& full = m->store.materialize(false, /*masters=*/true);
             if (m->store.rank() == 0) {
               std::vector<std::string> names;
               for (auto& s : m->store.specs()) names.push_back(s.name);
@@ -208,7 +208,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       return queue(
           info,
           [=] {
-            const auto& full = m->store.materialize(false);
+            const auto& full = m->store.materialize(false, /*masters=*/true);
             for (auto& t : full) vals->push_back(t.detach().to(at::kCPU, m->store.dtype(), false, /*copy=*/true));
             m->store.release();
           },

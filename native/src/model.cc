@@ -20,6 +20,14 @@
 
 namespace trn {
 
+namespace {
+// TRN_ATTENTION=reference|sdpa|flash forces an attention implementation (diagnostics); empty = automatic.
+std::string attentionOverride() {
+  const char* e = std::getenv("TRN_ATTENTION");
+  return e ? std::string(e) : std::string();
+}
+}  // namespace
+
 // ---- packed batches ---------------------------------------------------------------------------------
 
 PackedBatch makePacked(std::vector<int64_t> ids, std::vector<int64_t> cu, int64_t vocab) {
@@ -60,8 +68,14 @@ at::Tensor PackedBatch::seqIndex() const {
 
 namespace {
 
-// RMSNorm as HF: normalise in (at least) float32, cast back, then scale by the weight.
+// RMSNorm as HF: normalise in (at least) float32, cast back, then scale by the weight. On CUDA in
+// bf16/fp16, libtorch's rms_norm (one fused kernel forward and backward on recent versions; it scales
+// before the cast back, a difference within half-precision rounding).
 at::Tensor rmsnorm(const at::Tensor& x, const at::Tensor& w, double eps) {
+#ifdef TRN_HAVE_FLASH_VARLEN
+  if (x.is_cuda() && (x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf) && attentionOverride() != "reference")
+    return at::rms_norm(x, {x.size(-1)}, w, eps);
+#endif
   auto ct = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   auto xf = x.to(ct);
   auto y = xf * at::rsqrt(xf.pow(2).mean({-1}, true) + eps);
@@ -85,6 +99,39 @@ std::pair<at::Tensor, at::Tensor> ropeTables(const at::Tensor& pos, int64_t hd, 
 at::Tensor applyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
   // x [T, heads, hd]; tables [T, hd]
   return x * cos.unsqueeze(1) + rotateHalf(x) * sin.unsqueeze(1);
+}
+
+// RoPE as one linear map with a hand-written backward (GPU path): with tables expanded to x's shape
+// [T, heads, hd] (contiguous, so every kernel is a vectorised one) and the sign of rotate_half folded
+// into the sine (sinS = cat(−sin₁, sin₂)), y = x·cos + swap(x)·sinS where swap exchanges the halves.
+// The map is a rotation per frequency, so its transpose is the same map with −sinS.
+at::Tensor swapHalves(const at::Tensor& x) {
+  auto half = x.size(-1) / 2;
+  return at::cat({x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+at::Tensor ropeMap(const at::Tensor& x, const at::Tensor& cosX, const at::Tensor& sinX) {
+  return at::addcmul(x * cosX, swapHalves(x), sinX);
+}
+
+struct RopeFn : public torch::autograd::Function<RopeFn> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& cosX,
+                            const at::Tensor& sinX) {
+    ctx->save_for_backward({cosX, sinX});
+    return ropeMap(x, cosX, sinX);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto t = ctx->get_saved_variables();
+    return {ropeMap(grads[0].contiguous(), t[0], -t[1]), at::Tensor(), at::Tensor()};
+  }
+};
+
+/** Expanded RoPE tables for `heads` heads: cos [T, heads, hd] and the signed sine, contiguous. */
+std::pair<at::Tensor, at::Tensor> ropeExpanded(const std::pair<at::Tensor, at::Tensor>& t, int64_t heads) {
+  const int64_t T = t.first.size(0), hd = t.first.size(1), half = hd / 2;
+  auto sinS = at::cat({-t.second.narrow(1, 0, half), t.second.narrow(1, half, half)}, 1);
+  return {t.first.unsqueeze(1).expand({T, heads, hd}).contiguous(), sinS.unsqueeze(1).expand({T, heads, hd}).contiguous()};
 }
 
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
@@ -135,11 +182,6 @@ at::Tensor flashVarlen(const at::Tensor& q, const at::Tensor& k, const at::Tenso
   return std::get<0>(out);
 }
 #endif
-
-std::string attentionOverride() {
-  const char* e = std::getenv("TRN_ATTENTION");
-  return e ? std::string(e) : std::string();
-}
 
 }  // namespace
 
@@ -283,19 +325,31 @@ at::Tensor Model::hidden(const Weights& w, const at::Tensor& ids0, const at::Ten
   // making a [vocab × hidden] tensor per micro-batch. CUDA's dense embedding backward is fast.
   auto x = at::embedding(w.embed, ids, -1, false, w.embed.requires_grad() && device().is_cpu());  // [T, H]
   auto tables = ropeTables(pos, hd, cfg.ropeTheta, x.scalar_type());
+  // RoPE through RopeFn, tables expanded once per batch for q's and k's head counts (TRN_ATTENTION=reference: the plain path).
+  const bool fastRope = attentionOverride() != "reference";
+  std::pair<at::Tensor, at::Tensor> ropeQ, ropeK;
+  if (fastRope) {
+    ropeQ = ropeExpanded(tables, nH);
+    ropeK = ropeExpanded(tables, nKV);
+  }
   const bool ckpt = run.checkpointing && at::GradMode::is_enabled();
   if (ckpt) keepAlive_.clear();  // the previous micro-batch's backward has run
   const double eps = cfg.rmsNormEps;
   for (int64_t l = 0; l < cfg.numLayers; l++) {
     // Captures by value: with checkpointing the closure runs again in backward, after hidden() returned.
-    LayerFn layer = [L = w.layers[l], tables, attn, eps, T, nH, nKV, hd, l](const at::Tensor& xin) {
+    LayerFn layer = [L = w.layers[l], tables, ropeQ, ropeK, fastRope, attn, eps, T, nH, nKV, hd, l](const at::Tensor& xin) {
       const double e = eps;
       auto h = rmsnorm(xin, L.inNorm, e);
       auto q = rmsnorm(linear(h, L.q, L.qb).view({T, nH, hd}), L.qNorm, e);
       auto k = rmsnorm(linear(h, L.k, L.kb).view({T, nKV, hd}), L.kNorm, e);
       auto v = linear(h, L.v, L.vb).view({T, nKV, hd});
-      q = applyRope(q, tables.first, tables.second);
-      k = applyRope(k, tables.first, tables.second);
+      if (fastRope) {
+        q = RopeFn::apply(q, ropeQ.first, ropeQ.second);
+        k = RopeFn::apply(k, ropeK.first, ropeK.second);
+      } else {
+        q = applyRope(q, tables.first, tables.second);
+        k = applyRope(k, tables.first, tables.second);
+      }
       auto o = attn(q, k, v, static_cast<int>(l));
       auto x1 = xin + linear(o.reshape({T, nH * hd}), L.o, L.ob);
       h = rmsnorm(x1, L.postNorm, e);
@@ -339,7 +393,13 @@ void scoredRows(const PackedBatch& b, std::vector<int64_t>& src, std::vector<int
 }
 }  // namespace
 
-Scores Model::score(const Weights& w, const at::Tensor& hidden, const PackedBatch& b, double temperature) const {
+bool Model::keepsProbs() const {
+  const auto cd = store.computeDtype();
+  return device().is_cuda() && (cd == at::kBFloat16 || cd == at::kHalf);
+}
+
+Scores Model::score(const Weights& w, const at::Tensor& hidden, const PackedBatch& b, double temperature,
+                    at::Tensor* probs) const {
   at::NoGradGuard ng;
   TRN_CHECK(temperature > 0, "TRN_ERR_ARG", "temperature must be > 0 for log-probs");
   std::vector<int64_t> src, dst;
@@ -350,19 +410,34 @@ Scores Model::score(const Weights& w, const at::Tensor& hidden, const PackedBatc
   const int64_t n = static_cast<int64_t>(src.size()), C = chunkRows();
   auto srcT = at::tensor(src, at::kLong).to(device()), dstT = at::tensor(dst, at::kLong).to(device());
   auto ids = b.ids.to(device());
+  const auto cd = store.computeDtype();
+  if (probs) *probs = at::empty({n, cfg.vocabSize}, opts.dtype(cd));
   for (int64_t c0 = 0; c0 < n; c0 += C) {
     const int64_t m = std::min(C, n - c0);
     auto rows = srcT.narrow(0, c0, m), dstc = dstT.narrow(0, c0, m);
-    auto lsm = at::log_softmax(logits(w, hidden.index_select(0, rows), temperature), -1);
+    at::Tensor lsm;
+    if (cd != ct && temperature == 1.0) {  // half-precision logits straight into a float32 log-softmax
+      lsm = at::log_softmax(at::linear(hidden.index_select(0, rows).to(cd), w.lmHead.to(cd)), -1, ct);
+    } else {
+      lsm = at::log_softmax(logits(w, hidden.index_select(0, rows), temperature), -1);
+    }
     auto tgt = ids.index_select(0, dstc);
     out.logprobs.index_copy_(0, dstc, lsm.gather(1, tgt.unsqueeze(1)).squeeze(1));
-    out.entropy.index_copy_(0, dstc, -(lsm.exp() * lsm).sum(-1));
+    at::Tensor p;
+    if (probs) {
+      p = probs->narrow(0, c0, m);
+      at::exp_out(p, lsm);  // float32 math, written in the compute dtype
+    } else {
+      p = lsm.exp();
+    }
+    out.entropy.index_copy_(0, dstc, -(p * lsm).sum(-1));
   }
   return out;
 }
 
 void Model::backwardThroughScores(const Weights& w, const at::Tensor& hidden, const PackedBatch& b, double temperature,
-                                  const at::Tensor& gradLogprobs) const {
+                                  const at::Tensor& gradLogprobs, at::Tensor* probs,
+                                  const at::Tensor& logprobs) const {
   // By hand rather than through autograd, chunk by chunk: with z = h·Wᵀ/τ and lp = log_softmax(z)[target],
   // d lp / d z = onehot(target) − softmax(z), so for g = d loss / d lp:
   //   dz = g·(onehot − p)/τ,  dh = dz·W,  dW += dzᵀ·h
@@ -381,6 +456,31 @@ void Model::backwardThroughScores(const Weights& w, const at::Tensor& hidden, co
   auto W = w.lmHead.detach();
   auto dh = at::zeros_like(hd);
   at::Tensor dW = const_cast<ParamStore&>(store).gradAccumOf(w.lmHeadIndex);
+  if (probs && probs->defined()) {
+    // From the kept softmax, in place and whole-batch: dz = −(g/τ)·p, then the target entries — where p is
+    // near 1 for a confident model and 1 − p must not cancel in half precision — exactly as
+    // (g/τ)·(1 − exp(lp)); dh = dz·W and dW += dzᵀ·h as one matrix product each (float32 accumulation
+    // inside the product, one rounding into the compute-dtype gradient).
+    auto gs = g.index_select(0, dstT);
+    if (temperature != 1.0) gs = gs / temperature;
+    auto dz = *probs;
+    dz.mul_(gs.neg().to(cd).unsqueeze(1));
+    auto tgt = ids.index_select(0, dstT).unsqueeze(1);
+    auto lp = logprobs.to(device()).to(ct).index_select(0, dstT);
+    dz.scatter_(1, tgt, (gs * -at::expm1(lp)).to(cd).unsqueeze(1));
+    auto hs = hd.index_select(0, srcT).to(cd);
+    dh.index_copy_(0, srcT, at::mm(dz, W.to(cd)).to(dh.scalar_type()));
+    auto dWc = w.lmHead.grad();
+    TRN_CHECK(dWc.defined() && dWc.scalar_type() == cd, "TRN_ERR_TORCH", "head gradient buffer missing");
+    dWc.addmm_(dz.t(), hs);
+    // free the [rows, V] buffer before the trunk's backward
+    dz = at::Tensor();
+    hs = at::Tensor();
+    *probs = at::Tensor();
+    at::AutoGradMode on(true);
+    hidden.backward(dh);
+    return;
+  }
   auto lossRows = g.ne(0);
   for (int64_t c0 = 0; c0 < n; c0 += C) {
     const int64_t m = std::min(C, n - c0);
@@ -389,12 +489,15 @@ void Model::backwardThroughScores(const Weights& w, const at::Tensor& hidden, co
     // Skip chunks without loss tokens (one host sync per chunk; chunks are large).
     if (!lossRows.index_select(0, dstc).any().item<bool>()) continue;
     auto hc = hd.index_select(0, rows);
-    auto p = at::softmax(logits(w, hc, temperature), -1);                    // [m, V], float32
-    auto dz = p.mul_(-gc.unsqueeze(1));                                       // −g·p
     auto tgt = ids.index_select(0, dstc).unsqueeze(1);
-    dz.scatter_add_(1, tgt, gc.unsqueeze(1));                                 // + g·onehot
-    if (temperature != 1.0) dz.div_(temperature);
-    auto dzc = dz.to(cd);
+    at::Tensor dzc;
+    {
+      auto p = at::softmax(logits(w, hc, temperature), -1);                  // [m, V], float32
+      auto dz = p.mul_(-gc.unsqueeze(1));                                     // −g·p
+      dz.scatter_add_(1, tgt, gc.unsqueeze(1));                               // + g·onehot
+      if (temperature != 1.0) dz.div_(temperature);
+      dzc = dz.to(cd);
+    }
     dh.index_add_(0, rows, at::matmul(dzc, W.to(cd)).to(dh.scalar_type()));
     if (cd == dW.scalar_type()) dW.addmm_(dzc.t(), hc.to(cd));
     else dW.add_(at::mm(dzc.t(), hc.to(cd)));

@@ -95,8 +95,14 @@ class Model {
   /** Logits rows [N, V] from hidden rows [N, H] at a temperature (float32 or float64). */
   at::Tensor logits(const Weights& w, const at::Tensor& h, double temperature) const;
 
-  /** Per-token log-probs and entropies from hidden states, `chunkRows` rows of logits at a time. */
-  Scores score(const Weights& w, const at::Tensor& hidden, const PackedBatch& b, double temperature) const;
+  /**
+   * Per-token log-probs and entropies from hidden states, `chunkRows` rows of logits at a time. With
+   * `probs`, the softmax of every scored row is kept there ([rows, V] in the compute dtype) for
+   * backwardThroughScores, which then needs no second pass through the head and does the head's backward
+   * as two whole-batch matrix products (used for half-precision compute on CUDA).
+   */
+  Scores score(const Weights& w, const at::Tensor& hidden, const PackedBatch& b, double temperature,
+               at::Tensor* probs = nullptr) const;
 
   /**
    * Backward of a loss that depends on the per-token log-probs only through `gradLogprobs` ([T], d loss /
@@ -104,7 +110,11 @@ class Model {
    * head's gradient in place into its .grad, and back-propagates d loss / d hidden through `hidden`'s graph.
    */
   void backwardThroughScores(const Weights& w, const at::Tensor& hidden, const PackedBatch& b, double temperature,
-                             const at::Tensor& gradLogprobs) const;
+                             const at::Tensor& gradLogprobs, at::Tensor* probs = nullptr,
+                             const at::Tensor& logprobs = at::Tensor()) const;
+
+  /** Whether training keeps the score pass's probabilities (half-precision compute on CUDA). */
+  bool keepsProbs() const;
 
   /** Number of logits rows per chunk (bounded memory: about 2^22 logits per chunk). */
   int64_t chunkRows() const;

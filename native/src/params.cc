@@ -90,23 +90,26 @@ void ParamStore::setFull(int i, const at::Tensor& value) {
   if (hi > lo) dst.narrow(0, 0, hi - lo).copy_(flat.narrow(0, lo, hi - lo));
 }
 
-const std::vector<at::Tensor>& ParamStore::materialize(bool requiresGrad) {
+const std::vector<at::Tensor>& ParamStore::materialize(bool requiresGrad, bool masters) {
   at::NoGradGuard ng;
+  TRN_CHECK(!(masters && requiresGrad), "TRN_ERR_TORCH", "master-dtype parameters are not for training");
   const int W = worldSize();
   full_.clear();
   at::Tensor flat = master_;  // W = 1, one dtype: the full tensors are views of the master copy
+  const auto as = masters ? dtype_ : compute_;
   if (W > 1) {
     // Gather in the compute dtype (half the bytes for bf16), then reorder rank-major → per-parameter.
-    auto shard = master_.to(compute_);
+    auto shard = master_.to(as);
     auto rm = at::empty({W * shardTotal_}, shard.options());
     comm_->allgatherInto(rm, shard);
-    if (!flatC_.defined()) flatC_ = at::empty({fullTotal_}, shard.options());
+    auto out = at::empty({fullTotal_}, shard.options());
     for (size_t i = 0; i < specs_.size(); i++)
       for (int r = 0; r < W; r++)
-        flatC_.narrow(0, fullOff_[i] + r * shardSize_[i], shardSize_[i])
+        out.narrow(0, fullOff_[i] + r * shardSize_[i], shardSize_[i])
             .copy_(rm.narrow(0, r * shardTotal_ + shardOff_[i], shardSize_[i]));
-    flat = flatC_;
-  } else if (compute_ != dtype_) {
+    if (!masters) flatC_ = out;
+    flat = out;
+  } else if (as != dtype_) {
     if (!flatC_.defined()) flatC_ = at::empty({fullTotal_}, master_.options().dtype(compute_));
     flatC_.copy_(master_);
     flat = flatC_;

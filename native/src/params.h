@@ -55,8 +55,11 @@ class ParamStore {
   /** Keep this rank's shard of a full parameter value (same on every rank; any device/dtype). */
   void setFull(int i, const at::Tensor& value);
 
-  /** Full tensors in the compute dtype on the device (collective when W > 1). Leaves with requires_grad as asked. */
-  const std::vector<at::Tensor>& materialize(bool requiresGrad);
+  /**
+   * Full tensors in the compute dtype on the device (collective when W > 1). Leaves with requires_grad as
+   * asked. `masters`: in the master dtype instead (what save/parameters report; never for training).
+   */
+  const std::vector<at::Tensor>& materialize(bool requiresGrad, bool masters = false);
   /** Drop gathered copies (W > 1); W = 1 keeps its views. */
   void release();
 

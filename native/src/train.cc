@@ -2,7 +2,16 @@
 
 #include <ATen/core/grad_mode.h>
 
+#include "profile.h"
+
 #include <cmath>
+
+#if __has_include(<torch/version.h>)
+#include <torch/version.h>
+#endif
+#if defined(TORCH_VERSION_MAJOR) && TORCH_VERSION_MAJOR >= 2
+#define TRN_HAVE_FUSED_ADAMW 1
+#endif
 
 namespace trn {
 
@@ -33,6 +42,40 @@ double lrAt(const OptimConfig& cfg, int64_t step) {
 }
 
 namespace {
+
+#ifdef TRN_HAVE_FUSED_ADAMW
+// libtorch's fused AdamW (one kernel over a list of tensors; same update as the slice loop below): two
+// groups, the decayed matrices and the rest, as per-parameter views of the flat shard. Clipping enters as
+// grad_scale = 1/coef (the kernel divides the gradients by it).
+void fusedAdamw(ParamStore& st, const OptimConfig& opt, double lr, double coef, int64_t t) {
+  auto& g = st.grad();
+  std::vector<at::Tensor> P[2], G[2], M[2], V[2], none;
+  int64_t covered = 0;
+  auto add = [&](int k, int64_t off, int64_t len) {
+    P[k].push_back(st.master().narrow(0, off, len));
+    G[k].push_back(g.narrow(0, off, len));
+    M[k].push_back(st.expAvg().narrow(0, off, len));
+    V[k].push_back(st.expAvgSq().narrow(0, off, len));
+  };
+  // decayed ranges, and the gaps between them (norms, biases, padding)
+  for (auto [off, len] : st.decayRanges()) {
+    if (off > covered) add(0, covered, off - covered);
+    add(1, off, len);
+    covered = off + len;
+  }
+  if (covered < g.numel()) add(0, covered, g.numel() - covered);
+  auto scale = coef != 1.0 ? c10::optional<at::Tensor>(at::full({1}, 1.0 / coef, g.options().dtype(at::kFloat)))
+                           : c10::optional<at::Tensor>();
+  for (int k = 0; k < 2; k++) {
+    if (P[k].empty()) continue;
+    auto steps = at::full({static_cast<int64_t>(P[k].size())}, static_cast<double>(t), g.options().dtype(at::kFloat));
+    std::vector<at::Tensor> S;
+    for (int64_t i = 0; i < steps.numel(); i++) S.push_back(steps.narrow(0, i, 1));
+    at::_fused_adamw_(P[k], G[k], M[k], V[k], none, S, lr, opt.beta1, opt.beta2, k == 1 ? opt.weightDecay : 0.0,
+                      opt.eps, /*amsgrad=*/false, /*maximize=*/false, scale, c10::nullopt);
+  }
+}
+#endif
 
 void reduceSums(Comm* comm, PpoSums& s) {
   if (!comm || comm->worldSize() == 1) return;
@@ -68,7 +111,9 @@ PpoSums accumulateGrads(Model& model, const Weights& w, std::vector<MicroBatch>&
   for (auto& mb : mbs) {
     auto pos = mb.batch.positions();
     auto h = model.hidden(w, mb.batch.ids, pos, model.attention(mb.batch));
-    auto sc = model.score(w, h.detach(), mb.batch, temperature);
+    at::Tensor probs;
+    const bool keep = model.keepsProbs();
+    auto sc = model.score(w, h.detach(), mb.batch, temperature, keep ? &probs : nullptr);
     // The loss itself is tiny ([T] values): float64 on the CPU, on every device.
     auto lpLeaf = sc.logprobs.to(at::kCPU).to(at::kDouble).detach().requires_grad_(true);
     auto l = ppoLoss(lpLeaf, mb.prox, mb.behave, mb.adv, mb.mask, mb.batch.seqIndex(), mb.batch.numSeqs(), denom, loss,
@@ -78,7 +123,7 @@ PpoSums accumulateGrads(Model& model, const Weights& w, std::vector<MicroBatch>&
       sums.entropySum += (sc.entropy.to(at::kCPU).to(at::kDouble) * mb.mask.to(at::kDouble)).sum().item<double>();
     }
     l.backward();
-    model.backwardThroughScores(w, h, mb.batch, temperature, lpLeaf.grad());
+    model.backwardThroughScores(w, h, mb.batch, temperature, lpLeaf.grad(), keep ? &probs : nullptr, sc.logprobs);
     model.store.flushGrads();  // compute-dtype gradients → the float32 accumulator, per micro-batch
   }
   reduceSums(comm, sums);
@@ -101,6 +146,7 @@ std::vector<at::Tensor> lossGradients(Model& model, std::vector<MicroBatch>& mbs
 StepStats ppoStep(Model& model, std::vector<MicroBatch>& mbs, const PpoLossConfig& loss, double temperature,
                   const OptimConfig& opt) {
   opt.validate();
+  TraceScope trace;
   auto& st = model.store;
   StepStats out;
   {
@@ -112,13 +158,18 @@ StepStats ppoStep(Model& model, std::vector<MicroBatch>& mbs, const PpoLossConfi
   }
   at::NoGradGuard ng;
   // Optimizer math in slices: temporaries stay small (on the CPU 2^20 elements, in glibc's heap, see
-  // addon.cc; on a GPU 2^26, few launches) however large the model.
+  // addon.cc) however large the model. On CUDA: one norm kernel and libtorch's fused AdamW.
   auto& g = st.grad();
-  const int64_t N = g.numel(), S = st.device().is_cuda() ? int64_t{1} << 26 : int64_t{1} << 20;
-  // Squared norm: float64 sums per slice, accumulated on the device, one host read.
-  auto sqDev = at::zeros({1}, at::TensorOptions().dtype(at::kDouble).device(st.device()));
-  for (int64_t o = 0; o < N; o += S) sqDev.add_(g.narrow(0, o, std::min(S, N - o)).to(at::kDouble).pow(2).sum());
-  auto sq = sqDev.to(at::kCPU);
+  const int64_t N = g.numel(), S = int64_t{1} << 20;
+  const bool cuda = st.device().is_cuda();
+  at::Tensor sq;
+  if (cuda) {
+    sq = at::linalg_vector_norm(g, 2, c10::nullopt, false, at::kDouble).pow(2).reshape({1}).to(at::kCPU);
+  } else {
+    double sqLocal = 0;
+    for (int64_t o = 0; o < N; o += S) sqLocal += g.narrow(0, o, std::min(S, N - o)).to(at::kDouble).pow(2).sum().item<double>();
+    sq = at::tensor(std::vector<double>{sqLocal}, at::kDouble);
+  }
   if (st.worldSize() > 1) st.comm()->allreduceSum(sq);
   out.gradNorm = std::sqrt(sq.item<double>());
   out.lr = lrAt(opt, st.step);
@@ -129,6 +180,13 @@ StepStats ppoStep(Model& model, std::vector<MicroBatch>& mbs, const PpoLossConfi
   }
   const double coef = opt.maxGradNorm > 0 ? std::min(1.0, opt.maxGradNorm / (out.gradNorm + 1e-6)) : 1.0;
   const int64_t t = ++st.step;
+#ifdef TRN_HAVE_FUSED_ADAMW
+  if (cuda) {
+    fusedAdamw(st, opt, out.lr, coef, t);
+    out.step = t;
+    return out;
+  }
+#endif
   const double bc1 = 1.0 - std::pow(opt.beta1, static_cast<double>(t));
   const double bc2 = 1.0 - std::pow(opt.beta2, static_cast<double>(t));
   // Decoupled weight decay on matrices (this rank's elements of them), before the Adam update; each

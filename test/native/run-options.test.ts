@@ -115,6 +115,11 @@ describe('a CPU model with run options', () => {
       })
     }
     expect(cosine(db, da)).to.be.above(0.95)
+    // parameters() reports the float32 masters, not their bf16 copies: after a step of lr 1e-3 every
+    // tensor moved, norms included (a bf16 readout rounds 1 ± 1e-3 back to 1)
+    await bf.ppoStep(mbs, loss, { ...optim, lr: 1e-3 })
+    const pc = await bf.parameters()
+    for (const [name, p1] of Object.entries(pb)) expect(maxAbsDiff(pc[name]!, p1), name).to.be.above(0)
     f32.dispose()
     bf.dispose()
   })
