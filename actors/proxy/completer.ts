@@ -262,7 +262,7 @@ export class Completer {
       this.log.debug({ session: s.id, reason: d.reason }, 'template rewrites history: new sample')
     }
     const text = this.builder.renderFull(messages, ctx)
-    const chain = TokenChain.of(this.tokenizer.encode(text))
+    const chain = TokenChain.of(this.builder.encodeFull(text))
     this.checkPromptLength(chain.len)
     return {
       chain,

@@ -37,14 +37,24 @@ const PROBE_USER: ChatMessage = { role: 'user', content: 'probe-user-question' }
 const PROBE_CONTENT = 'probe-assistant-answer'
 const PROBE_REASONING = 'probe-assistant-reasoning'
 const PROBE_CACHE_MAX = 64
+/** full renders shorter than this are tokenized every time (cheap; not worth a cache entry) */
+const FULL_CACHE_MIN_CHARS = 2048
 
 export class PromptBuilder {
   /** h1 per (reasoning shape, tools, kwargs) */
   private readonly probes = new Map<string, string>()
+  /** ids of long full renders, by text, least recently used first */
+  private readonly fullIds = new Map<string, Int32Array>()
+  private fullIdsTokens = 0
 
+  /**
+   * `fullCacheTokens`: how many tokens of tokenized full renders to keep (0 = none). The sessions of a task
+   * group open with the same system prompt, tools and first message: their first prompts are tokenized once.
+   */
   constructor(
     readonly tokenizer: ModelTokenizer,
     readonly template: ChatTemplate,
+    private readonly fullCacheTokens = 1 << 20,
   ) {}
 
   /** Full render of `messages` with the generation prompt: the text (for checks and first turns). */
@@ -55,6 +65,30 @@ export class PromptBuilder {
   /** Full render and tokenization (first turn of a sample, or after a history rewrite). */
   full(messages: readonly ChatMessage[], ctx: TemplateContext = {}): number[] {
     return this.tokenizer.encode(this.renderFull(messages, ctx))
+  }
+
+  /**
+   * `encode(text)` of a full render, remembered for long texts (up to `fullCacheTokens` tokens in all, least
+   * recently used dropped first). The array is shared between callers: read it, never write it.
+   */
+  encodeFull(text: string): Int32Array {
+    const hit = this.fullIds.get(text)
+    if (hit) {
+      this.fullIds.delete(text)
+      this.fullIds.set(text, hit)
+      return hit
+    }
+    const ids = Int32Array.from(this.tokenizer.encode(text))
+    if (text.length >= FULL_CACHE_MIN_CHARS && ids.length <= this.fullCacheTokens) {
+      this.fullIds.set(text, ids)
+      this.fullIdsTokens += ids.length
+      for (const [k, v] of this.fullIds) {
+        if (this.fullIdsTokens <= this.fullCacheTokens) break
+        this.fullIds.delete(k)
+        this.fullIdsTokens -= v.length
+      }
+    }
+    return ids
   }
 
   /**
