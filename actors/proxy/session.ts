@@ -20,7 +20,7 @@ export class TokenChain {
   /** a completion is generating at the tip (another one extending the same tip must branch off) */
   busy = false
   /**
-   * The first `jsonLen` ids as JSON array elements (`1,2,3`, ASCII) in `json[0..jsonBytes)`, for HTTP
+   * The first `jsonLen` ids as JSON array elements (`1,2,3`, ASCII) in `jsonBuf[0..jsonBytes)`, for HTTP
    * engines: each turn serialises only the ids added since the last one. Append-only: bytes once written
    * are never changed (a request may still be sending them); truncate() starts a new buffer.
    */
