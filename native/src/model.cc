@@ -116,22 +116,26 @@ at::Tensor ropeMap(const at::Tensor& x, const at::Tensor& cosX, const at::Tensor
 
 struct RopeFn : public torch::autograd::Function<RopeFn> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& cosX,
-                            const at::Tensor& sinX) {
-    ctx->save_for_backward({cosX, sinX});
+                            const at::Tensor& sinX, const at::Tensor& negSinX) {
+    ctx->save_for_backward({cosX, negSinX});
     return ropeMap(x, cosX, sinX);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     auto t = ctx->get_saved_variables();
-    return {ropeMap(grads[0].contiguous(), t[0], -t[1]), at::Tensor(), at::Tensor()};
+    return {ropeMap(grads[0].contiguous(), t[0], t[1]), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
-/** Expanded RoPE tables for `heads` heads: cos [T, heads, hd] and the signed sine, contiguous. */
-std::pair<at::Tensor, at::Tensor> ropeExpanded(const std::pair<at::Tensor, at::Tensor>& t, int64_t heads) {
+/** Expanded RoPE tables for `heads` heads, contiguous [T, heads, hd]: cos, the signed sine and its negation. */
+struct RopeTables {
+  at::Tensor cos, sin, negSin;
+};
+RopeTables ropeExpanded(const std::pair<at::Tensor, at::Tensor>& t, int64_t heads) {
   const int64_t T = t.first.size(0), hd = t.first.size(1), half = hd / 2;
   auto sinS = at::cat({-t.second.narrow(1, 0, half), t.second.narrow(1, half, half)}, 1);
-  return {t.first.unsqueeze(1).expand({T, heads, hd}).contiguous(), sinS.unsqueeze(1).expand({T, heads, hd}).contiguous()};
+  auto sinX = sinS.unsqueeze(1).expand({T, heads, hd}).contiguous();
+  return {t.first.unsqueeze(1).expand({T, heads, hd}).contiguous(), sinX, -sinX};
 }
 
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
@@ -327,7 +331,7 @@ at::Tensor Model::hidden(const Weights& w, const at::Tensor& ids0, const at::Ten
   auto tables = ropeTables(pos, hd, cfg.ropeTheta, x.scalar_type());
   // RoPE through RopeFn, tables expanded once per batch for q's and k's head counts (TRN_ATTENTION=reference: the plain path).
   const bool fastRope = attentionOverride() != "reference";
-  std::pair<at::Tensor, at::Tensor> ropeQ, ropeK;
+  RopeTables ropeQ, ropeK;
   if (fastRope) {
     ropeQ = ropeExpanded(tables, nH);
     ropeK = ropeExpanded(tables, nKV);
@@ -344,8 +348,8 @@ at::Tensor Model::hidden(const Weights& w, const at::Tensor& ids0, const at::Ten
       auto k = rmsnorm(linear(h, L.k, L.kb).view({T, nKV, hd}), L.kNorm, e);
       auto v = linear(h, L.v, L.vb).view({T, nKV, hd});
       if (fastRope) {
-        q = RopeFn::apply(q, ropeQ.first, ropeQ.second);
-        k = RopeFn::apply(k, ropeK.first, ropeK.second);
+        q = RopeFn::apply(q, ropeQ.cos, ropeQ.sin, ropeQ.negSin);
+        k = RopeFn::apply(k, ropeK.cos, ropeK.sin, ropeK.negSin);
       } else {
         q = applyRope(q, tables.first, tables.second);
         k = applyRope(k, tables.first, tables.second);
@@ -455,7 +459,14 @@ void Model::backwardThroughScores(const Weights& w, const at::Tensor& hidden, co
   auto hd = hidden.detach();
   auto W = w.lmHead.detach();
   auto dh = at::zeros_like(hd);
-  at::Tensor dW = const_cast<ParamStore&>(store).gradAccumOf(w.lmHeadIndex);
+  // The head's gradient goes into its .grad in the compute dtype: a view of the persistent gradient buffer
+  // when compute = master dtype, else (half precision) undefined until the first product assigns it; the
+  // store moves it into the float32 accumulator after the micro-batch (flushGrads).
+  auto addHeadGrad = [&](const at::Tensor& dzT, const at::Tensor& h) {
+    auto& G = const_cast<at::Tensor&>(w.lmHead).mutable_grad();
+    if (G.defined()) G.addmm_(dzT, h);
+    else G = at::mm(dzT, h);
+  };
   if (probs && probs->defined()) {
     // From the kept softmax, in place and whole-batch: dz = −(g/τ)·p, then the target entries — where p is
     // near 1 for a confident model and 1 − p must not cancel in half precision — exactly as
@@ -470,9 +481,7 @@ void Model::backwardThroughScores(const Weights& w, const at::Tensor& hidden, co
     dz.scatter_(1, tgt, (gs * -at::expm1(lp)).to(cd).unsqueeze(1));
     auto hs = hd.index_select(0, srcT).to(cd);
     dh.index_copy_(0, srcT, at::mm(dz, W.to(cd)).to(dh.scalar_type()));
-    auto dWc = w.lmHead.grad();
-    TRN_CHECK(dWc.defined() && dWc.scalar_type() == cd, "TRN_ERR_TORCH", "head gradient buffer missing");
-    dWc.addmm_(dz.t(), hs);
+    addHeadGrad(dz.t(), hs);
     // free the [rows, V] buffer before the trunk's backward
     dz = at::Tensor();
     hs = at::Tensor();
@@ -499,8 +508,7 @@ void Model::backwardThroughScores(const Weights& w, const at::Tensor& hidden, co
       dzc = dz.to(cd);
     }
     dh.index_add_(0, rows, at::matmul(dzc, W.to(cd)).to(dh.scalar_type()));
-    if (cd == dW.scalar_type()) dW.addmm_(dzc.t(), hc.to(cd));
-    else dW.add_(at::mm(dzc.t(), hc.to(cd)));
+    addHeadGrad(dzc.t(), hc.to(cd));
   }
   at::AutoGradMode on(true);
   hidden.backward(dh);

@@ -114,20 +114,26 @@ const std::vector<at::Tensor>& ParamStore::materialize(bool requiresGrad, bool m
     flatC_.copy_(master_);
     flat = flatC_;
   }
+  const bool separate = compute_ != dtype_;
   if (requiresGrad) {
-    // Gradients accumulate in place into one persistent flat buffer (autograd adds into a defined .grad),
-    // so a step allocates no parameter-sized gradient tensors and the reduction needs no packing copy.
-    if (!gradC_.defined()) gradC_ = at::zeros({fullTotal_}, master_.options().dtype(compute_));
-    else gradC_.zero_();
-    if (compute_ == dtype_) gradAcc_ = gradC_;
-    else if (!gradAcc_.defined()) gradAcc_ = at::zeros({fullTotal_}, master_.options());
-    else gradAcc_.zero_();
+    if (!separate) {
+      // Gradients accumulate in place into one persistent flat buffer (autograd adds into a defined
+      // .grad), so a step allocates no parameter-sized gradient tensors and the reduction needs no copy.
+      if (!gradC_.defined()) gradC_ = at::zeros({fullTotal_}, master_.options().dtype(compute_));
+      else gradC_.zero_();
+      gradAcc_ = gradC_;
+    } else {
+      // Padding between parameters (W > 1) is zeroed once and never written: no per-step clearing.
+      if (!gradAcc_.defined()) gradAcc_ = at::zeros({fullTotal_}, master_.options());
+      accFresh_ = true;
+    }
     if (W == 1) grad_ = gradAcc_;
   }
   for (size_t i = 0; i < specs_.size(); i++) {
     auto t = flat.narrow(0, fullOff_[i], specs_[i].numel).view(specs_[i].shape).detach();
     t.requires_grad_(requiresGrad);
-    if (requiresGrad) t.mutable_grad() = gradC_.narrow(0, fullOff_[i], specs_[i].numel).view(specs_[i].shape);
+    if (requiresGrad && !separate)
+      t.mutable_grad() = gradC_.narrow(0, fullOff_[i], specs_[i].numel).view(specs_[i].shape);
     full_.push_back(t);
   }
   gathered_ = true;
@@ -142,7 +148,8 @@ void ParamStore::release() {
 
 void ParamStore::syncGradViews() {
   at::NoGradGuard ng;
-  TRN_CHECK(gathered_ && gradC_.defined(), "TRN_ERR_TORCH", "gradients without materialized parameters");
+  TRN_CHECK(gathered_ && gradAcc_.defined(), "TRN_ERR_TORCH", "gradients without materialized parameters");
+  if (compute_ != dtype_) return;
   for (size_t i = 0; i < specs_.size(); i++) {
     // Normally .grad is still the view into gradC_ (accumulated in place); if autograd replaced it
     // (out-of-place accumulation), copy it back so nothing is lost.
@@ -159,13 +166,19 @@ void ParamStore::flushGrads() {
   syncGradViews();
   if (compute_ == dtype_) return;
   at::NoGradGuard ng;
-  gradAcc_.add_(gradC_);
-  gradC_.zero_();
-}
-
-at::Tensor ParamStore::gradAccumOf(int i) {
-  TRN_CHECK(gathered_ && gradAcc_.defined(), "TRN_ERR_TORCH", "gradients without materialized parameters");
-  return gradAcc_.narrow(0, fullOff_[i], specs_[i].numel).view(specs_[i].shape);
+  for (size_t i = 0; i < specs_.size(); i++) {
+    auto& g = full_[i].mutable_grad();
+    auto acc = gradAcc_.narrow(0, fullOff_[i], specs_[i].numel);
+    if (g.defined()) {
+      auto gd = g.is_sparse() ? g.to_dense() : g;
+      if (accFresh_) acc.copy_(gd.reshape({-1}));
+      else acc.add_(gd.reshape({-1}));
+      g = at::Tensor();
+    } else if (accFresh_) {
+      acc.zero_();  // no gradient reached this parameter in this micro-batch
+    }
+  }
+  accFresh_ = false;
 }
 
 at::Tensor ParamStore::reduceGrads() {

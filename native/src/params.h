@@ -65,13 +65,12 @@ class ParamStore {
 
   /**
    * Moves what backward left in the materialized parameters' .grad (compute dtype) into the master-dtype
-   * accumulator and zeroes them: called after every micro-batch, so gradients accumulate in float32
-   * however they were computed. A no-op when compute and master dtypes are the same (.grad is the
-   * accumulator then).
+   * accumulator and resets them: called after every micro-batch, so gradients accumulate in float32
+   * however they were computed. In half precision the leaves start each micro-batch without a .grad, so
+   * autograd hands over its result tensors (no in-place adds) and the first micro-batch copies instead of
+   * adding. A no-op when compute and master dtypes are the same (.grad is the accumulator then).
    */
   void flushGrads();
-  /** The accumulator of parameter i's gradient (master dtype, full shape): other code may add into it. */
-  at::Tensor gradAccumOf(int i);
 
   /** The full-layout gradient accumulator summed over ranks (allreduce when W > 1); valid until the next
    * materialize(true). */
@@ -105,6 +104,7 @@ class ParamStore {
   at::Tensor gradC_;    // full layout, compute dtype: the materialized parameters' .grad (persistent)
   at::Tensor gradAcc_;  // full layout, master dtype: the accumulator (gradC_ itself when the dtypes match)
   at::Tensor flatC_;    // full layout, compute dtype: gathered/cast parameters (W > 1 or compute ≠ master)
+  bool accFresh_ = false;  // compute ≠ master: gradAcc_ holds nothing of this step yet
   std::vector<at::Tensor> full_;
   bool gathered_ = false;
 };
