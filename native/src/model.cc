@@ -427,14 +427,14 @@ Scores Model::score(const Weights& w, const at::Tensor& hidden, const PackedBatc
     }
     auto tgt = ids.index_select(0, dstc);
     out.logprobs.index_copy_(0, dstc, lsm.gather(1, tgt.unsqueeze(1)).squeeze(1));
-    at::Tensor p;
     if (probs) {
-      p = probs->narrow(0, c0, m);
+      auto p = probs->narrow(0, c0, m);
       at::exp_out(p, lsm);  // float32 math, written in the compute dtype
+      // entropy (a statistic) from those half-precision probabilities: −Σ p·ln p, one same-dtype pass
+      out.entropy.index_copy_(0, dstc, at::special_entr(p).sum(-1, false, ct));
     } else {
-      p = lsm.exp();
+      out.entropy.index_copy_(0, dstc, -(lsm.exp() * lsm).sum(-1));
     }
-    out.entropy.index_copy_(0, dstc, -(p * lsm).sum(-1));
   }
   return out;
 }
