@@ -244,6 +244,18 @@ export interface ProcessGroupOptions {
   backend?: 'gloo' | 'nccl'
   /** NCCL: this rank's GPU (default cuda:(rank mod device count)). */
   device?: DeviceName
+  /** This group's keys in the store live under this prefix (c10d PrefixStore), e.g. a group name. */
+  storePrefix?: string
+}
+
+/** What publishParameters/receiveParameters send: which parameters, in which dtype, from which rank. */
+export interface ParameterTransfer {
+  /** HF names, in the order they travel (default: every parameter, in the model's order). */
+  names?: string[]
+  /** Dtype on the wire. Default 'bfloat16'. */
+  dtype?: SaveDtype
+  /** The sending rank of the update group. Default 0. */
+  root?: number
 }
 
 /** What the addon was built against. */
@@ -294,6 +306,18 @@ interface NativeModel {
     meta: { step: number; rank: number; worldSize: number; numParams: number },
   ): Promise<void>
   setParameter(name: string, data: Float32Array | Float64Array): void
+  publishParameters(opts: {
+    group?: NativeGroup
+    names?: string[]
+    dtype: SaveDtype
+    root: number
+  }): Promise<void>
+  receiveParameters(opts: {
+    group: NativeGroup
+    names?: string[]
+    dtype: SaveDtype
+    root: number
+  }): Promise<void>
   dispose(): void
 }
 
@@ -569,6 +593,30 @@ export class Model {
     }
   }
 
+  /**
+   * Sends parameters over an update group (weight publishing by broadcast, e.g. to inference engines that
+   * joined `group`): every rank of this model's own process group calls it (the full parameters are
+   * gathered collectively); the one that passes `group` — its `root` — broadcasts each named parameter,
+   * one tensor per broadcast, in `dtype`. The receivers call receiveParameters with the same names, order
+   * and dtype (SGLang's update_weights_from_distributed does the same on its side).
+   */
+  publishParameters(opts: ParameterTransfer & { group?: ProcessGroup } = {}): Promise<void> {
+    return call(() =>
+      this.#h.publishParameters({
+        ...transfer(opts),
+        ...(opts.group ? { group: opts.group.handle } : {}),
+      }),
+    )
+  }
+
+  /**
+   * Receives what a publishParameters on `group` sends (this model must have one rank) and keeps it. All
+   * tensors arrive before any is applied: a failed transfer leaves the weights unchanged.
+   */
+  receiveParameters(opts: ParameterTransfer & { group: ProcessGroup }): Promise<void> {
+    return call(() => this.#h.receiveParameters({ ...transfer(opts), group: opts.group.handle }))
+  }
+
   /** Frees the parameters and optimizer state; later calls reject with TRN_ERR_DISPOSED. */
   dispose(): void {
     try {
@@ -577,6 +625,10 @@ export class Model {
       throw coded(e)
     }
   }
+}
+
+function transfer(o: ParameterTransfer): { names?: string[]; dtype: SaveDtype; root: number } {
+  return { ...(o.names ? { names: o.names } : {}), dtype: o.dtype ?? 'bfloat16', root: o.root ?? 0 }
 }
 
 function optimizerFile(rank: number, worldSize: number): string {

@@ -63,6 +63,15 @@ class GroupWrap : public Napi::ObjectWrap<GroupWrap> {
 
 Napi::Function groupClass(Napi::Env env) { return GroupWrap::Init(env); }
 
+std::shared_ptr<Comm> groupFrom(Napi::Env env, const Napi::Value& v) {
+  auto* data = env.GetInstanceData<AddonData>();
+  TRN_CHECK(v.IsObject() && v.As<Napi::Object>().InstanceOf(data->groupCtor.Value()), "TRN_ERR_ARG",
+            "group must come from initProcessGroup()");
+  auto comm = GroupWrap::Unwrap(v.As<Napi::Object>())->comm;
+  TRN_CHECK(comm, "TRN_ERR_ARG", "process group is not initialised");
+  return comm;
+}
+
 std::shared_ptr<Comm> groupOf(Napi::Env env, const Napi::Object& opts) {
   if (!has(opts, "processGroup")) return nullptr;
   auto v = opts.Get("processGroup");
@@ -87,6 +96,7 @@ Napi::Value InitProcessGroup(const Napi::CallbackInfo& info) {
     c.timeoutMs = integer(o, "timeoutMs", 300000);
     c.backend = str(o, "backend", "gloo");
     c.device = str(o, "device", "");
+    c.storePrefix = str(o, "storePrefix", "");
     TRN_CHECK(c.worldSize >= 1, "TRN_ERR_ARG", "worldSize must be >= 1");
     TRN_CHECK(c.rank >= 0 && c.rank < c.worldSize, "TRN_ERR_ARG", "rank must be in [0, worldSize)");
     auto holder = std::make_shared<std::shared_ptr<Comm>>();

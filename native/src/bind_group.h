@@ -1,4 +1,4 @@
-// The NativeProcessGroup class (a c10d Gloo group) and initProcessGroup().
+// The NativeProcessGroup class (a c10d Gloo or NCCL group) and initProcessGroup().
 #pragma once
 
 #include <napi.h>
@@ -12,6 +12,8 @@ namespace trn::js {
 Napi::Function groupClass(Napi::Env env);
 /** The group in opts.processGroup (nullptr when absent or of one rank); TRN_ERR_ARG if not a group. */
 std::shared_ptr<Comm> groupOf(Napi::Env env, const Napi::Object& opts);
+/** Any group (world size 1 included); TRN_ERR_ARG if `v` is not one. */
+std::shared_ptr<Comm> groupFrom(Napi::Env env, const Napi::Value& v);
 /** initProcessGroup({rank, worldSize, storePath | host+port, glooHostname, timeoutMs}) → Promise<group> */
 Napi::Value InitProcessGroup(const Napi::CallbackInfo& info);
 

@@ -22,6 +22,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                         InstanceMethod("saveState", &ModelWrap::SaveState),
                         InstanceMethod("loadState", &ModelWrap::LoadState),
                         InstanceMethod("setParameter", &ModelWrap::SetParameter),
+                        InstanceMethod("publishParameters", &ModelWrap::PublishParameters),
+                        InstanceMethod("receiveParameters", &ModelWrap::ReceiveParameters),
                         InstanceMethod("dispose", &ModelWrap::Dispose)});
   }
   explicit ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {
@@ -284,6 +286,130 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
             st.step = step;
           },
           nullptr);
+    });
+  }
+
+  // Names → parameter indices (all, in order, when absent); TRN_ERR_ARG on an unknown or repeated name.
+  std::vector<int> paramIndices(const Napi::Object& o) {
+    std::vector<int> idx;
+    if (!has(o, "names")) {
+      for (size_t i = 0; i < model_->store.specs().size(); i++) idx.push_back(static_cast<int>(i));
+      return idx;
+    }
+    auto v = o.Get("names");
+    TRN_CHECK(v.IsArray(), "TRN_ERR_ARG", "names must be an array of parameter names");
+    auto a = v.As<Napi::Array>();
+    std::vector<bool> seen(model_->store.specs().size(), false);
+    for (uint32_t k = 0; k < a.Length(); k++) {
+      TRN_CHECK(a.Get(k).IsString(), "TRN_ERR_ARG", "names must be strings");
+      auto name = a.Get(k).As<Napi::String>().Utf8Value();
+      int i = model_->store.indexOf(name);
+      TRN_CHECK(i >= 0, "TRN_ERR_ARG", "no parameter named " + name);
+      TRN_CHECK(!seen[i], "TRN_ERR_ARG", "parameter " + name + " named twice");
+      seen[i] = true;
+      idx.push_back(i);
+    }
+    return idx;
+  }
+
+  // Claims an update group for the call (released with the model).
+  static void claim(const std::shared_ptr<Comm>& g) {
+    bool expected = false;
+    TRN_CHECK(g->busy.compare_exchange_strong(expected, true), "TRN_ERR_BUSY",
+              "the update group is running another collective call");
+  }
+
+  // publishParameters({group?, names?, dtype, root}): every rank of the model's own group calls it (the
+  // full parameters are gathered collectively); the rank that passes `group` — the `root` of that group —
+  // broadcasts each named parameter, one tensor at a time in the order given, in `dtype`.
+  Napi::Value PublishParameters(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+      TRN_CHECK(model_, "TRN_ERR_DISPOSED", "the model was disposed");
+      auto o = obj(info[0], "options");
+      auto idx = paramIndices(o);
+      auto dtype = dtypeFromName(str(o, "dtype", "bfloat16"));
+      const int root = static_cast<int>(integer(o, "root", 0));
+      std::shared_ptr<Comm> g = has(o, "group") ? groupFrom(info.Env(), o.Get("group")) : nullptr;
+      if (g)
+        TRN_CHECK(g->rank() == root, "TRN_ERR_ARG",
+                  "the publishing rank must be the root (" + std::to_string(root) + ") of the update group, it is rank " +
+                      std::to_string(g->rank()));
+      auto m = begin();
+      if (g) {
+        try {
+          claim(g);
+        } catch (...) {
+          release()();
+          throw;
+        }
+      }
+      auto done = release();
+      auto w = new PromiseWorker(
+          info.Env(),
+          [m, g, idx, dtype, root] {
+            c10::DeviceGuard dg(m->device());
+            at::NoGradGuard ng;
+            const auto& full = m->store.materialize(false, /*masters=*/true);
+            if (g) {
+              for (int i : idx) {
+                auto t = full[i].to(dtype).contiguous();
+                g->broadcast(t, root);
+              }
+            }
+            m->store.release();
+          },
+          nullptr, [done, g] {
+            done();
+            if (g) g->busy = false;
+          });
+      w->keep(info.This().As<Napi::Object>());
+      w->Queue();
+      return w->promise();
+    });
+  }
+
+  // receiveParameters({group, names?, dtype, root}): the other side of publishParameters, for a model of
+  // one rank: receives each named parameter from `root` (same names, order and dtype) and keeps it.
+  Napi::Value ReceiveParameters(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+      TRN_CHECK(model_, "TRN_ERR_DISPOSED", "the model was disposed");
+      TRN_CHECK(model_->store.worldSize() == 1, "TRN_ERR_ARG", "receiveParameters needs a model of one rank");
+      auto o = obj(info[0], "options");
+      auto idx = paramIndices(o);
+      auto dtype = dtypeFromName(str(o, "dtype", "bfloat16"));
+      const int root = static_cast<int>(integer(o, "root", 0));
+      TRN_CHECK(has(o, "group"), "TRN_ERR_ARG", "receiveParameters needs the update group");
+      auto g = groupFrom(info.Env(), o.Get("group"));
+      TRN_CHECK(g->rank() != root, "TRN_ERR_ARG", "the receiving rank cannot be the root of the update group");
+      auto m = begin();
+      try {
+        claim(g);
+      } catch (...) {
+        release()();
+        throw;
+      }
+      auto done = release();
+      auto w = new PromiseWorker(
+          info.Env(),
+          [m, g, idx, dtype, root] {
+            c10::DeviceGuard dg(m->device());
+            at::NoGradGuard ng;
+            // Received in full first: a failed transfer leaves the weights as they were.
+            std::vector<at::Tensor> got;
+            for (int i : idx) {
+              auto t = at::empty(m->store.specs()[i].shape, at::TensorOptions().dtype(dtype).device(g->device()));
+              g->broadcast(t, root);
+              got.push_back(t);
+            }
+            for (size_t k = 0; k < idx.size(); k++) m->store.setFull(idx[k], got[k]);
+          },
+          nullptr, [done, g] {
+            done();
+            g->busy = false;
+          });
+      w->keep(info.This().As<Napi::Object>());
+      w->Queue();
+      return w->promise();
     });
   }
 

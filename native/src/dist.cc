@@ -4,6 +4,7 @@
 
 #if defined(USE_C10D_GLOO) || defined(USE_C10D_NCCL)
 #include <torch/csrc/distributed/c10d/FileStore.hpp>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #endif
 #ifdef USE_C10D_GLOO
@@ -40,7 +41,11 @@ void runWork(F&& start, const char* what, int rank) {
   } catch (const TrnError&) {
     throw;
   } catch (const std::exception& e) {
-    TRN_FAIL("TRN_ERR_DIST", std::string(what) + " failed on rank " + std::to_string(rank) + ": " + e.what());
+    // c10 errors carry a C++ backtrace after their message: keep the message
+    std::string msg = e.what();
+    auto cut = msg.find("\nException raised from");
+    if (cut != std::string::npos) msg.resize(cut);
+    TRN_FAIL("TRN_ERR_DIST", std::string(what) + " failed on rank " + std::to_string(rank) + ": " + msg);
   }
 }
 
@@ -61,6 +66,7 @@ c10::intrusive_ptr<c10d::Store> makeStore(const CommOptions& o) {
     store = c10::make_intrusive<c10d::TCPStore>(o.host, so);
   }
   store->setTimeout(timeout);
+  if (!o.storePrefix.empty()) store = c10::make_intrusive<c10d::PrefixStore>(o.storePrefix, store);
   return store;
 }
 
@@ -111,7 +117,9 @@ class GlooComm : public Comm {
       return;
     }
     TRN_CHECK(t.is_contiguous(), "TRN_ERR_DIST", "broadcast needs a contiguous tensor");
-    std::vector<at::Tensor> ts{t};
+    // Gloo (1.13) has no bf16/fp16 (nor int16) collectives: a broadcast only copies, so move the raw bytes.
+    const bool half = t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kHalf;
+    std::vector<at::Tensor> ts{half ? t.reshape({-1}).view(at::kByte) : t};
     c10d::BroadcastOptions bo;
     bo.rootRank = root;
     runWork([&] { return pg_->broadcast(ts, bo); }, "broadcast", rank_);

@@ -25,6 +25,7 @@ struct CommOptions {
   int64_t timeoutMs = 300000;
   std::string backend = "gloo";  // "gloo" | "nccl"
   std::string device;            // NCCL: this rank's CUDA device ("cuda:N"); default cuda:(rank % count)
+  std::string storePrefix;       // keys of this group in the store live under this prefix (c10d PrefixStore)
 };
 
 class Comm {
