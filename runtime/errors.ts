@@ -297,6 +297,11 @@ export const catalogue = {
     message: 'proxy is shutting down',
     hint: 'retry against another proxy',
   },
+  PRX_ERR_ENGINE_REFUSED: {
+    status: 502,
+    message: 'inference engine refused a weight-update request',
+    hint: "the message has the engine's reason: names, dtypes and shapes must match its model, and its update group must be initialised; see the engine log",
+  },
   // --- native trainer (native/) ---------------------------------------------------------------------
   TRN_ERR_LIBTORCH: {
     status: 500,

@@ -8,6 +8,12 @@
  *   POST /update_weights_from_disk {model_path, weight_version, abort_all_requests} → {success, message}
  *   POST /abort_request {rid} (when the agent disconnects or the request times out)
  *   POST /flush_cache · GET /health
+ * Weight publishing by broadcast (the trainer is rank 0 of an update group the server joins; see
+ * actors/trainer/publish-distributed.ts), each answering {success, message} (HTTP 400 when not successful):
+ *   POST /init_weights_update_group {master_address, master_port, rank_offset, world_size, group_name, backend}
+ *   POST /update_weights_from_distributed {names, dtypes, shapes, group_name, flush_cache, weight_version?}
+ *   POST /destroy_weights_update_group {group_name}
+ *   POST /get_weights_by_name {name, truncate_size} → the parameter's first truncate_size rows (nested lists)
  * Streaming (SSE `data: {…}` … `data: [DONE]`) is used when the caller wants tokens as they come; chunks
  * carry cumulative output_token_logprobs by default, incremental ones with --incremental-streaming-output.
  * Tokens are labelled with the version of the weights the server holds: `meta_info.weight_version` when it
@@ -16,12 +22,44 @@
 import { fail } from '../../../runtime/errors.ts'
 import { jsonWithIds, postJson, postSse } from './http.ts'
 import type { Engine, FinishReason, GenerateRequest, GenerateResult } from './types.ts'
+import { request as wireRequest } from './wire.ts'
 
 export interface SglangOptions {
   url: string
   timeoutMs: number
   /** stream tokens from /generate when the caller wants them as they come (default true) */
   stream?: boolean
+}
+
+/** POST /init_weights_update_group: join the update group whose rank 0 (the trainer) hosts the store. */
+export interface InitWeightsUpdateGroup {
+  /** where rank 0's TCPStore listens */
+  masterAddress: string
+  masterPort: number
+  /** the server's first rank in the group (its tp ranks follow) */
+  rankOffset: number
+  /** 1 (the trainer) + the tp sizes of every engine in the group */
+  worldSize: number
+  groupName: string
+  /** 'nccl' on GPUs (SGLang's default); 'gloo' for CPU stand-ins */
+  backend: 'nccl' | 'gloo'
+  /** this request's own limit (rendezvous can take a while); default the engine's timeoutMs */
+  timeoutMs?: number
+}
+
+/** POST /update_weights_from_distributed: receive these tensors, broadcast by rank 0 one by one, in order. */
+export interface UpdateWeightsFromDistributed {
+  names: string[]
+  /** torch dtype names ('bfloat16', 'float16', 'float32'), one per tensor */
+  dtypes: string[]
+  shapes: number[][]
+  groupName: string
+  /** flush the radix cache once loaded (the last bucket of a publish) */
+  flushCache: boolean
+  /** the version the server reports for tokens from these weights (the last bucket of a publish) */
+  weightVersion?: number
+  /** this request's own limit (it answers once the broadcast is over); default the engine's timeoutMs */
+  timeoutMs?: number
 }
 
 interface SglangReply {
@@ -151,6 +189,100 @@ export class SglangEngine implements Engine {
       throw fail('PRX_ERR_UPSTREAM', `${this.name}: weight update refused: ${r.message ?? ''}`)
     await postJson(`${this.opts.url}/flush_cache`, {}, { timeoutMs: this.opts.timeoutMs, text: true })
     this.version = version
+  }
+
+  /**
+   * Asks the server to join the update group (it answers once it has joined, so do not await this
+   * before joining as rank 0 yourself). Not successful → PRX_ERR_ENGINE_REFUSED with SGLang's message.
+   */
+  async initWeightsUpdateGroup(g: InitWeightsUpdateGroup): Promise<void> {
+    await this.control(
+      '/init_weights_update_group',
+      {
+        master_address: g.masterAddress,
+        master_port: g.masterPort,
+        rank_offset: g.rankOffset,
+        world_size: g.worldSize,
+        group_name: g.groupName,
+        backend: g.backend,
+      },
+      g.timeoutMs,
+    )
+  }
+
+  /**
+   * Asks the server to receive the named tensors from the group's rank 0 (it answers once they are
+   * received and loaded, so send them while this is in flight). Records `weightVersion` as the version of
+   * the tokens generated afterwards. Not successful → PRX_ERR_ENGINE_REFUSED with SGLang's message.
+   */
+  async updateWeightsFromDistributed(u: UpdateWeightsFromDistributed): Promise<void> {
+    await this.control(
+      '/update_weights_from_distributed',
+      {
+        names: u.names,
+        dtypes: u.dtypes,
+        shapes: u.shapes,
+        group_name: u.groupName,
+        flush_cache: u.flushCache,
+        ...(u.weightVersion !== undefined ? { weight_version: String(u.weightVersion) } : {}),
+      },
+      u.timeoutMs,
+    )
+    if (u.weightVersion !== undefined) this.version = u.weightVersion
+  }
+
+  /** Leaves the update group (servers that predate this endpoint answer 404: PRX_ERR_UPSTREAM). */
+  async destroyWeightsUpdateGroup(groupName: string): Promise<void> {
+    await this.control('/destroy_weights_update_group', { group_name: groupName })
+  }
+
+  /**
+   * A parameter as the server holds it, for checks: its first `truncateSize` rows (a list of numbers for
+   * a vector, a list of rows for a matrix), as SGLang's /get_weights_by_name answers.
+   */
+  async getWeightsByName(name: string, truncateSize = 100): Promise<unknown[]> {
+    const r = await postJson(
+      `${this.opts.url}/get_weights_by_name`,
+      { name, truncate_size: truncateSize },
+      { timeoutMs: this.opts.timeoutMs },
+    )
+    if (!Array.isArray(r))
+      throw fail('PRX_ERR_UPSTREAM', `${this.name}: /get_weights_by_name ${name} is not a list`)
+    return r
+  }
+
+  /**
+   * POST a control request whose answer is {success, message}, with SGLang's HTTP 400 for an unsuccessful
+   * one read as a refusal (the message says why) rather than as a broken server.
+   */
+  private async control(path: string, body: unknown, timeoutMs = this.opts.timeoutMs): Promise<string> {
+    const url = `${this.opts.url}${path}`
+    const res = await wireRequest(url, {
+      method: 'POST',
+      body: [Buffer.from(JSON.stringify(body), 'utf8')],
+      timeoutMs,
+    })
+    const text = res.body.toString('utf8')
+    let r: { success?: unknown; message?: unknown } | undefined
+    try {
+      r = JSON.parse(text) as typeof r
+    } catch {
+      r = undefined
+    }
+    if (r && typeof r === 'object' && typeof r.success === 'boolean') {
+      const message = typeof r.message === 'string' ? r.message : ''
+      if (r.success && res.status >= 200 && res.status < 300) return message
+      throw fail('PRX_ERR_ENGINE_REFUSED', `${this.name} ${path}: ${message}`, {
+        engine: this.opts.url,
+        path,
+        status: res.status,
+        engineMessage: message,
+      })
+    }
+    throw fail('PRX_ERR_UPSTREAM', `${url} answered ${res.status}: ${text.slice(0, 300)}`, {
+      url,
+      status: res.status,
+    })
   }
 
   setVersion(version: number): void {
