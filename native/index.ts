@@ -277,6 +277,8 @@ interface NativeModelInfo {
   computeDtype: ComputeDtype
   device: string
   activationCheckpointing: boolean
+  tpRank: number
+  tpSize: number
   rank: number
   worldSize: number
   step: number
@@ -330,12 +332,17 @@ interface NativeGroup {
 interface Addon {
   createModel(
     config: NativeModelConfig,
-    opts: { seed: number; dtype: ModelDtype; processGroup?: NativeGroup } & RunOptions,
+    opts: {
+      seed: number
+      dtype: ModelDtype
+      processGroup?: NativeGroup
+      tensorParallel?: NativeGroup
+    } & RunOptions,
   ): Promise<NativeModel>
   loadModel(
     config: NativeModelConfig,
     tensors: TensorLocation[],
-    opts: { dtype: ModelDtype; processGroup?: NativeGroup } & RunOptions,
+    opts: { dtype: ModelDtype; processGroup?: NativeGroup; tensorParallel?: NativeGroup } & RunOptions,
   ): Promise<NativeModel>
   ppoLoss(inputs: PpoLossInputs, loss: PpoLossConfig, denom?: number): PpoLossResult
   lrAt(optim: OptimizerConfig, step: number): number
@@ -422,6 +429,9 @@ export class Model {
   readonly device: string
   readonly rank: number
   readonly worldSize: number
+  /** This model's rank in its tensor-parallel group, and that group's size (1: none). */
+  readonly tpRank: number
+  readonly tpSize: number
   /** Total parameter count (not per shard). */
   readonly numParams: number
   /** Elements of this rank's parameter shard (≈ numParams / worldSize; optimizer state is 2× this). */
@@ -440,6 +450,8 @@ export class Model {
     this.device = i.device
     this.rank = i.rank
     this.worldSize = i.worldSize
+    this.tpRank = i.tpRank
+    this.tpSize = i.tpSize
     this.numParams = i.numParams
     this.shardNumel = i.shardNumel
     this.params = i.params
@@ -533,9 +545,10 @@ export class Model {
   save(dir: string, opts: { dtype?: SaveDtype; maxShardBytes?: number } = {}): Promise<string[]> {
     return call(async () => {
       const dtype = opts.dtype ?? 'bfloat16'
-      if (this.rank === 0) mkdirSync(dir, { recursive: true })
+      const writer = this.rank === 0 && this.tpRank === 0
+      if (writer) mkdirSync(dir, { recursive: true })
       const files = await this.#h.save(dir, { dtype, maxShardBytes: opts.maxShardBytes ?? 0 })
-      if (this.rank === 0) {
+      if (writer) {
         const cfg = { ...this.config, torch_dtype: dtype }
         writeFileSync(join(dir, 'config.json'), `${JSON.stringify(cfg, null, 2)}\n`)
         files.push('config.json')
@@ -558,7 +571,7 @@ export class Model {
   saveOptimizerState(dir: string): Promise<string> {
     return call(async () => {
       mkdirSync(dir, { recursive: true })
-      const name = optimizerFile(this.rank, this.worldSize)
+      const name = optimizerFile(this.rank, this.worldSize, this.tpRank, this.tpSize)
       await this.#h.saveState(join(dir, name))
       return name
     })
@@ -570,7 +583,8 @@ export class Model {
    */
   loadOptimizerState(dir: string): Promise<void> {
     return call(async () => {
-      const { tensors, metadata } = readSafetensorsFile(join(dir, optimizerFile(this.rank, this.worldSize)))
+      const file = optimizerFile(this.rank, this.worldSize, this.tpRank, this.tpSize)
+      const { tensors, metadata } = readSafetensorsFile(join(dir, file))
       if (metadata.format !== 'trn-optimizer') {
         throw fail('TRN_ERR_CHECKPOINT', `${dir}: not an optimizer state file (format ${metadata.format})`)
       }
@@ -631,8 +645,9 @@ function transfer(o: ParameterTransfer): { names?: string[]; dtype: SaveDtype; r
   return { ...(o.names ? { names: o.names } : {}), dtype: o.dtype ?? 'bfloat16', root: o.root ?? 0 }
 }
 
-function optimizerFile(rank: number, worldSize: number): string {
-  return `optimizer-rank${rank}-of-${worldSize}.safetensors`
+function optimizerFile(rank: number, worldSize: number, tpRank = 0, tpSize = 1): string {
+  const tp = tpSize > 1 ? `-tp${tpRank}-of-${tpSize}` : ''
+  return `optimizer-rank${rank}-of-${worldSize}${tp}.safetensors`
 }
 
 export interface CreateModelOptions extends RunOptions {
@@ -643,6 +658,12 @@ export interface CreateModelOptions extends RunOptions {
   dtype?: ModelDtype
   /** Shard parameters, gradients and optimizer state over this group (every rank calls with the same seed). */
   processGroup?: ProcessGroup
+  /**
+   * Tensor parallelism over this group (Megatron-style column/row split of attention heads and MLP; every
+   * rank of it gets the same batches); combine with processGroup (the data-parallel group) for dp×tp.
+   * Saving, parameters() and publishing gather full HF tensors. Not for generate().
+   */
+  tensorParallel?: ProcessGroup
 }
 
 /** A randomly initialised model; the same seed gives the same weights on every run and rank. */
@@ -654,6 +675,7 @@ export function createModel(opts: CreateModelOptions): Promise<Model> {
       seed: opts.seed ?? 0,
       dtype: opts.dtype ?? 'float32',
       processGroup: opts.processGroup?.handle,
+      ...(opts.tensorParallel ? { tensorParallel: opts.tensorParallel.handle } : {}),
     })
     return new Model(h, opts.config)
   })
@@ -662,7 +684,7 @@ export function createModel(opts: CreateModelOptions): Promise<Model> {
 /** Loads an HF checkpoint directory (config.json + safetensors, sharded or not; F32/F16/BF16/F64). */
 export function loadModel(
   dir: string,
-  opts: { dtype?: ModelDtype; processGroup?: ProcessGroup } & RunOptions = {},
+  opts: { dtype?: ModelDtype; processGroup?: ProcessGroup; tensorParallel?: ProcessGroup } & RunOptions = {},
 ): Promise<Model> {
   return call(async () => {
     const config = readHfConfig(dir)
@@ -671,6 +693,7 @@ export function loadModel(
       ...runOptions(opts),
       dtype: opts.dtype ?? 'float32',
       processGroup: opts.processGroup?.handle,
+      ...(opts.tensorParallel ? { tensorParallel: opts.tensorParallel.handle } : {}),
     })
     return new Model(h, config)
   })

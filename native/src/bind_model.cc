@@ -78,6 +78,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       o.Set("computeDtype", dtypeName(st.computeDtype()));
       o.Set("device", st.device().str());
       o.Set("activationCheckpointing", model_->run.checkpointing);
+      o.Set("tpRank", model_->tpRank());
+      o.Set("tpSize", model_->tpSize());
       o.Set("rank", st.rank());
       o.Set("worldSize", st.worldSize());
       o.Set("step", static_cast<double>(st.step));
@@ -187,8 +189,10 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       return queue(
           info,
           [=] {
-            const auto& full = m->store.materialize(false, /*masters=*/true);
-            if (m->store.rank() == 0) {
+            const auto& local = m->store.materialize(false, /*masters=*/true);
+            std::vector<at::Tensor> full;
+            for (size_t i = 0; i < local.size(); i++) full.push_back(m->fullParameter(static_cast<int>(i), local[i]));
+            if (m->isWriter()) {
               std::vector<std::string> names;
               for (auto& s : m->store.specs()) names.push_back(s.name);
               *files = writeSafetensors(dir, names, full, dtype, maxShard);
@@ -211,7 +215,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
           info,
           [=] {
             const auto& full = m->store.materialize(false, /*masters=*/true);
-            for (auto& t : full) vals->push_back(t.detach().to(at::kCPU, m->store.dtype(), false, /*copy=*/true));
+            for (size_t i = 0; i < full.size(); i++)
+              vals->push_back(m->fullParameter(static_cast<int>(i), full[i]).detach().to(at::kCPU, m->store.dtype(), false, true));
             m->store.release();
           },
           [=](Napi::Env env) -> Napi::Value {
@@ -350,11 +355,9 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
             c10::DeviceGuard dg(m->device());
             at::NoGradGuard ng;
             const auto& full = m->store.materialize(false, /*masters=*/true);
-            if (g) {
-              for (int i : idx) {
-                auto t = full[i].to(dtype).contiguous();
-                g->broadcast(t, root);
-              }
+            for (int i : idx) {
+              auto t = m->fullParameter(i, full[i]).to(dtype).contiguous();  // collective over tp
+              if (g) g->broadcast(t, root);
             }
             m->store.release();
           },
@@ -373,7 +376,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value ReceiveParameters(const Napi::CallbackInfo& info) {
     return guard(info.Env(), [&]() -> Napi::Value {
       TRN_CHECK(model_, "TRN_ERR_DISPOSED", "the model was disposed");
-      TRN_CHECK(model_->store.worldSize() == 1, "TRN_ERR_ARG", "receiveParameters needs a model of one rank");
+      TRN_CHECK(model_->store.worldSize() == 1 && model_->tpSize() == 1, "TRN_ERR_ARG",
+                "receiveParameters needs a model of one rank");
       auto o = obj(info[0], "options");
       auto idx = paramIndices(o);
       auto dtype = dtypeFromName(str(o, "dtype", "bfloat16"));
@@ -510,6 +514,7 @@ Napi::Value ModelWrap::Generate(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     TRN_CHECK(model_, "TRN_ERR_DISPOSED", "the model was disposed");
     TRN_CHECK(info[0].IsArray(), "TRN_ERR_ARG", "requests must be an array");
+    TRN_CHECK(model_->tpSize() == 1, "TRN_ERR_ARG", "generate runs on models without tensor parallelism");
     auto arr = info[0].As<Napi::Array>();
     auto so = obj(info[1], "sampling");
     Sampling s;
@@ -563,6 +568,10 @@ RunOptions readRun(const Napi::Object& opts, at::ScalarType dtype) {
   r.compute = has(opts, "computeDtype") ? dtypeFromName(str(opts, "computeDtype", "float32")) : dtype;
   r.checkpointing = flag(opts, "activationCheckpointing", false);
   r.logitsChunk = integer(opts, "logitsChunk", 0);
+  if (has(opts, "tensorParallel")) {
+    auto g = groupFrom(opts.Env(), opts.Get("tensorParallel"));
+    if (g->worldSize() > 1) r.tp = g;
+  }
   return r;
 }
 
@@ -614,8 +623,8 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
               TRN_FAIL("TRN_ERR_CHECKPOINT", "unexpected tensor " + l.name + " in " + l.file + " (not a Qwen3 parameter)");
             }
             const auto& s = m->store.specs()[i];
-            TRN_CHECK(l.shape == s.shape, "TRN_ERR_CHECKPOINT",
-                      l.name + " has shape " + shapeStr(l.shape) + ", the config needs " + shapeStr(s.shape));
+            TRN_CHECK(l.shape == s.fullShape, "TRN_ERR_CHECKPOINT",
+                      l.name + " has shape " + shapeStr(l.shape) + ", the config needs " + shapeStr(s.fullShape));
             m->store.setFull(i, readTensor(l));
             seen[i] = true;
           }

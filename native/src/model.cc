@@ -227,8 +227,14 @@ RunOptions checked(RunOptions r, at::ScalarType dtype) {
 }  // namespace
 
 Model::Model(ModelConfig c, at::ScalarType dtype, std::shared_ptr<Comm> comm, RunOptions r)
-    : cfg(c), run(checked(r, dtype)), store(qwen3Specs(c), dtype, std::move(comm), run.device, run.compute) {
+    : cfg(c), run(checked(r, dtype)),
+      store(qwen3Specs(c, r.tp ? r.tp->worldSize() : 1), dtype, std::move(comm), run.device, run.compute,
+            r.tp ? r.tp->rank() : 0, r.tp ? r.tp->worldSize() : 1) {
   cfg.validate();
+  if (run.tp)
+    TRN_CHECK(run.tp->device().type() == run.device.type(), "TRN_ERR_ARG",
+              "the tensor-parallel group works on " + std::string(run.tp->device().is_cuda() ? "cuda" : "cpu") +
+                  " tensors; this model is on " + run.device.str());
   if (auto* cm = store.comm())
     TRN_CHECK(cm->device().type() == run.device.type(), "TRN_ERR_ARG",
               "a " + cm->backend() + " process group works on " + (cm->device().is_cuda() ? "cuda" : "cpu") +
@@ -244,13 +250,14 @@ void Model::initRandom(uint64_t seed) {
   for (size_t i = 0; i < specs.size(); i++) {
     const auto& s = specs[i];
     at::Tensor t;
+    // Full HF shapes: a tensor-parallel rank keeps its slice of the same draw as a model without tp.
     if (s.isNorm) {
-      t = at::ones(s.shape, at::kFloat);
-    } else if (s.shape.size() == 1) {
-      t = at::zeros(s.shape, at::kFloat);  // biases
+      t = at::ones(s.fullShape, at::kFloat);
+    } else if (s.fullShape.size() == 1) {
+      t = at::zeros(s.fullShape, at::kFloat);  // biases
     } else {
       // Always drawn in float32 so a float64 model from a seed equals the float32 one, upcast.
-      t = at::empty(s.shape, at::kFloat);
+      t = at::empty(s.fullShape, at::kFloat);
       t.normal_(0.0, cfg.initializerRange, gen);
     }
     store.setFull(static_cast<int>(i), t);
@@ -294,6 +301,55 @@ Weights Model::weights(const std::vector<at::Tensor>& full) const {
 
 namespace {
 
+// Tensor parallelism's two conjugate operators over the tp group (the group outlives every graph that
+// uses it: the model holds it). Copy: identity forward, all-reduce of the gradient backward (before a
+// column-parallel layer). Reduce: all-reduce forward, identity backward (after a row-parallel layer).
+struct TpCopy : public torch::autograd::Function<TpCopy> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, int64_t commAddr) {
+    ctx->saved_data["c"] = commAddr;
+    return x.clone();
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto* comm = reinterpret_cast<Comm*>(ctx->saved_data["c"].toInt());
+    auto g = grads[0].contiguous().clone();
+    comm->allreduceSum(g);
+    return {g, at::Tensor()};
+  }
+};
+
+struct TpReduce : public torch::autograd::Function<TpReduce> {
+  static at::Tensor forward(torch::autograd::AutogradContext*, const at::Tensor& x, int64_t commAddr) {
+    auto out = x.contiguous().clone();
+    reinterpret_cast<Comm*>(commAddr)->allreduceSum(out);
+    return out;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext*, torch::autograd::variable_list grads) {
+    return {grads[0], at::Tensor()};
+  }
+};
+
+}  // namespace
+
+at::Tensor Model::fullParameter(int i, const at::Tensor& local) const {
+  const auto& s = store.specs()[i];
+  if (s.splitDim < 0 || !run.tp) return local;
+  auto parts = run.tp->allgather(local.contiguous());
+  return at::cat(parts, s.splitDim);
+}
+
+void Model::reduceTpGrads() {
+  if (!run.tp) return;
+  at::NoGradGuard ng;
+  for (size_t i = 0; i < store.specs().size(); i++) {
+    if (!store.specs()[i].tpPartialGrad) continue;
+    auto g = store.accumulatedGrad(static_cast<int>(i));
+    run.tp->allreduceSum(g);
+  }
+}
+
+namespace {
+
 using LayerFn = std::function<at::Tensor(const at::Tensor&)>;
 
 // Activation checkpointing of one layer: forward without a graph (keeps only the layer's input), backward
@@ -323,8 +379,9 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
 }  // namespace
 
 at::Tensor Model::hidden(const Weights& w, const at::Tensor& ids0, const at::Tensor& pos0, const AttentionFn& attn) const {
-  const int64_t T = ids0.size(0), nH = cfg.numHeads, nKV = cfg.numKvHeads, hd = cfg.headDim;
+  const int64_t T = ids0.size(0), nH = cfg.numHeads / tpSize(), nKV = cfg.numKvHeads / tpSize(), hd = cfg.headDim;
   auto ids = ids0.to(device()), pos = pos0.to(device());
+  const int64_t tpComm = run.tp ? reinterpret_cast<int64_t>(run.tp.get()) : 0;  // heads above are this rank's
   // Sparse embedding gradient on the CPU when training: it adds into the dense .grad in place instead of
   // making a [vocab × hidden] tensor per micro-batch. CUDA's dense embedding backward is fast.
   auto x = at::embedding(w.embed, ids, -1, false, w.embed.requires_grad() && device().is_cpu());  // [T, H]
@@ -341,9 +398,11 @@ at::Tensor Model::hidden(const Weights& w, const at::Tensor& ids0, const at::Ten
   const double eps = cfg.rmsNormEps;
   for (int64_t l = 0; l < cfg.numLayers; l++) {
     // Captures by value: with checkpointing the closure runs again in backward, after hidden() returned.
-    LayerFn layer = [L = w.layers[l], tables, ropeQ, ropeK, fastRope, attn, eps, T, nH, nKV, hd, l](const at::Tensor& xin) {
+    LayerFn layer = [L = w.layers[l], tables, ropeQ, ropeK, fastRope, attn, eps, T, nH, nKV, hd, l,
+                     tpComm](const at::Tensor& xin) {
       const double e = eps;
       auto h = rmsnorm(xin, L.inNorm, e);
+      if (tpComm) h = TpCopy::apply(h, tpComm);
       auto q = rmsnorm(linear(h, L.q, L.qb).view({T, nH, hd}), L.qNorm, e);
       auto k = rmsnorm(linear(h, L.k, L.kb).view({T, nKV, hd}), L.kNorm, e);
       auto v = linear(h, L.v, L.vb).view({T, nKV, hd});
@@ -355,9 +414,16 @@ at::Tensor Model::hidden(const Weights& w, const at::Tensor& ids0, const at::Ten
         k = applyRope(k, tables.first, tables.second);
       }
       auto o = attn(q, k, v, static_cast<int>(l));
-      auto x1 = xin + linear(o.reshape({T, nH * hd}), L.o, L.ob);
-      h = rmsnorm(x1, L.postNorm, e);
-      return x1 + at::linear(at::silu(at::linear(h, L.gate)) * at::linear(h, L.up), L.down);
+      if (!tpComm) {
+        auto x1 = xin + linear(o.reshape({T, nH * hd}), L.o, L.ob);
+        h = rmsnorm(x1, L.postNorm, e);
+        return x1 + at::linear(at::silu(at::linear(h, L.gate)) * at::linear(h, L.up), L.down);
+      }
+      // row-parallel o_proj: partial sums over this rank's heads, all-reduced; its bias added once after
+      auto attnOut = TpReduce::apply(at::linear(o.reshape({T, nH * hd}), L.o), tpComm);
+      auto x1 = xin + (L.ob.defined() ? attnOut + L.ob : attnOut);
+      h = TpCopy::apply(rmsnorm(x1, L.postNorm, e), tpComm);
+      return x1 + TpReduce::apply(at::linear(at::silu(at::linear(h, L.gate)) * at::linear(h, L.up), L.down), tpComm);
     };
     if (ckpt) {  // the closure must live until backward: kept by the model until the next hidden()
       auto holder = std::make_shared<LayerFn>(std::move(layer));

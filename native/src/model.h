@@ -50,6 +50,12 @@ struct RunOptions {
   bool checkpointing = false;
   /** Logits per chunk of the log-prob computation (0: 2^22 on the CPU, 2^28 on a GPU). */
   int64_t logitsChunk = 0;
+  /**
+   * Tensor-parallel group (Megatron-style): attention heads and MLP columns split over its ranks —
+   * q/k/v/gate/up by rows (column-parallel), o/down by columns (row-parallel, one all-reduce after each),
+   * the rest replicated. Every rank of it gets the same batches. Null: no tensor parallelism.
+   */
+  std::shared_ptr<Comm> tp;
 };
 
 /** Attention over one layer: q [T, nH, hd], k/v [T, nKV, hd] (after RoPE) → [T, nH, hd]. */
@@ -73,6 +79,14 @@ class Model {
   ParamStore store;
 
   at::Device device() const { return run.device; }
+  int tpSize() const { return run.tp ? run.tp->worldSize() : 1; }
+  int tpRank() const { return run.tp ? run.tp->rank() : 0; }
+  /** Writes files for the whole model (data-parallel rank 0 of tensor-parallel rank 0). */
+  bool isWriter() const { return store.rank() == 0 && tpRank() == 0; }
+  /** The full HF tensor of parameter i from this rank's tensor-parallel part (all-gather over tp; collective). */
+  at::Tensor fullParameter(int i, const at::Tensor& local) const;
+  /** Sums over the tp ranks the gradients that each holds only a share of (q/k norms); collective. */
+  void reduceTpGrads();
 
   /**
    * The attention for a packed batch on this model's device: flash attention over the packed

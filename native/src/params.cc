@@ -4,32 +4,44 @@
 
 namespace trn {
 
-std::vector<ParamSpec> qwen3Specs(const ModelConfig& c) {
+std::vector<ParamSpec> qwen3Specs(const ModelConfig& c, int tp) {
+  TRN_CHECK(tp >= 1, "TRN_ERR_ARG", "tensor-parallel size must be >= 1");
+  TRN_CHECK(c.numHeads % tp == 0 && c.numKvHeads % tp == 0 && c.intermediateSize % tp == 0, "TRN_ERR_CONFIG",
+            "tensor parallelism over " + std::to_string(tp) + " ranks needs num_attention_heads (" +
+                std::to_string(c.numHeads) + "), num_key_value_heads (" + std::to_string(c.numKvHeads) +
+                ") and intermediate_size (" + std::to_string(c.intermediateSize) + ") divisible by it");
   std::vector<ParamSpec> out;
-  auto add = [&](std::string name, std::vector<int64_t> shape, bool decay, bool isNorm = false) {
+  auto add = [&](std::string name, std::vector<int64_t> full, bool decay, bool isNorm = false, int split = -1,
+                 bool partial = false) {
+    auto shape = full;
+    if (split >= 0) shape[split] /= tp;
     int64_t n = 1;
     for (auto d : shape) n *= d;
-    out.push_back({std::move(name), std::move(shape), n, decay, isNorm});
+    ParamSpec sp{std::move(name), shape, n, decay, isNorm};
+    sp.splitDim = tp > 1 ? split : -1;
+    sp.fullShape = full;
+    sp.tpPartialGrad = tp > 1 && partial;
+    out.push_back(std::move(sp));
   };
   const int64_t H = c.hiddenSize, hd = c.headDim, q = c.numHeads * hd, kv = c.numKvHeads * hd;
   add("model.embed_tokens.weight", {c.vocabSize, H}, true);
   for (int64_t l = 0; l < c.numLayers; l++) {
     std::string p = "model.layers." + std::to_string(l) + ".";
     add(p + "input_layernorm.weight", {H}, false, true);
-    add(p + "self_attn.q_proj.weight", {q, H}, true);
-    if (c.attentionBias) add(p + "self_attn.q_proj.bias", {q}, false);
-    add(p + "self_attn.k_proj.weight", {kv, H}, true);
-    if (c.attentionBias) add(p + "self_attn.k_proj.bias", {kv}, false);
-    add(p + "self_attn.v_proj.weight", {kv, H}, true);
-    if (c.attentionBias) add(p + "self_attn.v_proj.bias", {kv}, false);
-    add(p + "self_attn.o_proj.weight", {H, q}, true);
+    add(p + "self_attn.q_proj.weight", {q, H}, true, false, 0);
+    if (c.attentionBias) add(p + "self_attn.q_proj.bias", {q}, false, false, 0);
+    add(p + "self_attn.k_proj.weight", {kv, H}, true, false, 0);
+    if (c.attentionBias) add(p + "self_attn.k_proj.bias", {kv}, false, false, 0);
+    add(p + "self_attn.v_proj.weight", {kv, H}, true, false, 0);
+    if (c.attentionBias) add(p + "self_attn.v_proj.bias", {kv}, false, false, 0);
+    add(p + "self_attn.o_proj.weight", {H, q}, true, false, 1);
     if (c.attentionBias) add(p + "self_attn.o_proj.bias", {H}, false);
-    add(p + "self_attn.q_norm.weight", {hd}, false, true);
-    add(p + "self_attn.k_norm.weight", {hd}, false, true);
+    add(p + "self_attn.q_norm.weight", {hd}, false, true, -1, true);
+    add(p + "self_attn.k_norm.weight", {hd}, false, true, -1, true);
     add(p + "post_attention_layernorm.weight", {H}, false, true);
-    add(p + "mlp.gate_proj.weight", {c.intermediateSize, H}, true);
-    add(p + "mlp.up_proj.weight", {c.intermediateSize, H}, true);
-    add(p + "mlp.down_proj.weight", {H, c.intermediateSize}, true);
+    add(p + "mlp.gate_proj.weight", {c.intermediateSize, H}, true, false, 0);
+    add(p + "mlp.up_proj.weight", {c.intermediateSize, H}, true, false, 0);
+    add(p + "mlp.down_proj.weight", {H, c.intermediateSize}, true, false, 1);
   }
   add("model.norm.weight", {H}, false, true);
   if (!c.tieWordEmbeddings) add("lm_head.weight", {c.vocabSize, H}, true);
@@ -37,8 +49,8 @@ std::vector<ParamSpec> qwen3Specs(const ModelConfig& c) {
 }
 
 ParamStore::ParamStore(std::vector<ParamSpec> specs, at::ScalarType dtype, std::shared_ptr<Comm> comm, at::Device device,
-                       at::ScalarType compute)
-    : specs_(std::move(specs)), dtype_(dtype), compute_(compute == at::ScalarType::Undefined ? dtype : compute),
+                       at::ScalarType compute, int tpRank, int tpSize)
+    : specs_(std::move(specs)), tpRank_(tpRank), tpSize_(tpSize), dtype_(dtype), compute_(compute == at::ScalarType::Undefined ? dtype : compute),
       device_(device), comm_(std::move(comm)) {
   const int64_t W = worldSize();
   for (auto& s : specs_) {
@@ -71,14 +83,28 @@ int ParamStore::indexOf(const std::string& name) const {
 }
 
 int64_t ParamStore::numParams() const {
-  int64_t n = 0;
-  for (auto& s : specs_) n += s.numel;
+  int64_t n = 0;  // of the whole model, whatever this rank holds
+  for (auto& s : specs_) {
+    int64_t f = 1;
+    for (auto d : s.fullShape) f *= d;
+    n += f;
+  }
   return n;
 }
 
-void ParamStore::setFull(int i, const at::Tensor& value) {
+void ParamStore::setFull(int i, const at::Tensor& value0) {
   at::NoGradGuard ng;
   auto& s = specs_[i];
+  at::Tensor value = value0;
+  if (s.splitDim >= 0) {  // this tp rank's slice of the full HF tensor
+    int64_t full = 1;
+    for (auto d : s.fullShape) full *= d;
+    TRN_CHECK(value.numel() == full, "TRN_ERR_ARG",
+              s.name + ": expected " + std::to_string(full) + " elements " + shapeStr(s.fullShape) + ", got " +
+                  std::to_string(value.numel()));
+    const int64_t part = s.shape[s.splitDim];
+    value = value.reshape(s.fullShape).narrow(s.splitDim, tpRank_ * part, part).contiguous();
+  }
   TRN_CHECK(value.numel() == s.numel, "TRN_ERR_ARG",
             s.name + ": expected " + std::to_string(s.numel) + " elements " + shapeStr(s.shape) + ", got " +
                 std::to_string(value.numel()));
@@ -186,6 +212,16 @@ at::Tensor ParamStore::reduceGrads() {
   flushGrads();
   if (worldSize() > 1) comm_->allreduceSum(gradAcc_);
   return gradAcc_;
+}
+
+at::Tensor ParamStore::accumulatedGrad(int i) {
+  TRN_CHECK(gathered_ && gradAcc_.defined(), "TRN_ERR_TORCH", "gradients without materialized parameters");
+  return gradAcc_.narrow(0, fullOff_[i], specs_[i].numel).view(specs_[i].shape);
+}
+
+std::pair<int64_t, int64_t> ParamStore::shardRange(int i) const {
+  const int64_t lo = rank() * shardSize_[i], hi = std::min(lo + shardSize_[i], specs_[i].numel);
+  return {shardOff_[i], std::max<int64_t>(0, hi - lo)};
 }
 
 at::Tensor ParamStore::fullGradOf(const at::Tensor& reduced, int i) const {

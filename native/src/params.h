@@ -23,14 +23,20 @@ namespace trn {
 
 struct ParamSpec {
   std::string name;
-  std::vector<int64_t> shape;
+  std::vector<int64_t> shape;  // this tensor-parallel rank's part (the full HF shape when tp = 1)
   int64_t numel = 0;
   bool decay = false;  // weight decay applies to matrices only (not norms, biases)
   bool isNorm = false;
+  // Tensor parallelism: the dim split over the tp ranks (0: rows — q/k/v/gate/up and their biases,
+  // column-parallel; 1: columns — o/down, row-parallel; -1: replicated), the full HF shape, and whether
+  // each tp rank's gradient is only its heads' share (q/k norms) and must be summed over tp ranks.
+  int splitDim = -1;
+  std::vector<int64_t> fullShape;
+  bool tpPartialGrad = false;
 };
 
-/** HF Qwen3 tensor names and shapes, in a fixed order (also the seeded init order). */
-std::vector<ParamSpec> qwen3Specs(const ModelConfig& c);
+/** HF Qwen3 tensor names and shapes (local to tp rank of `tpSize`), in a fixed order (also the seeded init order). */
+std::vector<ParamSpec> qwen3Specs(const ModelConfig& c, int tpSize = 1);
 
 class ParamStore {
  public:
@@ -40,7 +46,8 @@ class ParamStore {
    * float32 master weights); `device`: where every buffer lives.
    */
   ParamStore(std::vector<ParamSpec> specs, at::ScalarType dtype, std::shared_ptr<Comm> comm,
-             at::Device device = at::Device(at::kCPU), at::ScalarType compute = at::ScalarType::Undefined);
+             at::Device device = at::Device(at::kCPU), at::ScalarType compute = at::ScalarType::Undefined,
+             int tpRank = 0, int tpSize = 1);
 
   const std::vector<ParamSpec>& specs() const { return specs_; }
   int indexOf(const std::string& name) const;  // -1 when absent
@@ -52,8 +59,11 @@ class ParamStore {
   at::Device device() const { return device_; }
   int64_t numParams() const;
 
-  /** Keep this rank's shard of a full parameter value (same on every rank; any device/dtype). */
+  /** Keep this rank's shard of a full HF parameter value (same on every rank; any device/dtype): its
+   * tensor-parallel slice, then its data-parallel shard of that. */
   void setFull(int i, const at::Tensor& value);
+  int tpRank() const { return tpRank_; }
+  int tpSize() const { return tpSize_; }
 
   /**
    * Full tensors in the compute dtype on the device (collective when W > 1). Leaves with requires_grad as
@@ -71,6 +81,11 @@ class ParamStore {
    * adding. A no-op when compute and master dtypes are the same (.grad is the accumulator then).
    */
   void flushGrads();
+
+  /** Parameter i's gradient in the accumulator (master dtype, full local shape; contiguous). */
+  at::Tensor accumulatedGrad(int i);
+  /** (offset, length) of parameter i's real elements in this rank's flat shard (length 0: none here). */
+  std::pair<int64_t, int64_t> shardRange(int i) const;
 
   /** The full-layout gradient accumulator summed over ranks (allreduce when W > 1); valid until the next
    * materialize(true). */
@@ -93,6 +108,7 @@ class ParamStore {
   at::Tensor toRankMajor(const at::Tensor& full) const;
 
   std::vector<ParamSpec> specs_;
+  int tpRank_ = 0, tpSize_ = 1;
   at::ScalarType dtype_;
   at::ScalarType compute_;
   at::Device device_;

@@ -135,10 +135,13 @@ std::vector<at::Tensor> lossGradients(Model& model, std::vector<MicroBatch>& mbs
   const auto& full = model.store.materialize(true);
   auto w = model.weights(full);
   sums = accumulateGrads(model, w, mbs, loss, temperature);
+  model.reduceTpGrads();
   auto reduced = model.store.reduceGrads();
   std::vector<at::Tensor> out;
-  for (size_t i = 0; i < model.store.specs().size(); i++)
-    out.push_back(model.store.fullGradOf(reduced, static_cast<int>(i)).to(at::kCPU, /*non_blocking=*/false, /*copy=*/true));
+  for (size_t i = 0; i < model.store.specs().size(); i++) {
+    auto g = model.fullParameter(static_cast<int>(i), model.store.fullGradOf(reduced, static_cast<int>(i)));
+    out.push_back(g.to(at::kCPU, /*non_blocking=*/false, /*copy=*/true));
+  }
   model.store.release();
   return out;
 }
@@ -153,6 +156,7 @@ StepStats ppoStep(Model& model, std::vector<MicroBatch>& mbs, const PpoLossConfi
     const auto& full = st.materialize(true);
     auto w = model.weights(full);
     out.sums = accumulateGrads(model, w, mbs, loss, temperature);
+    model.reduceTpGrads();
     st.reduceScatterGrads();
     st.release();
   }
@@ -163,14 +167,29 @@ StepStats ppoStep(Model& model, std::vector<MicroBatch>& mbs, const PpoLossConfi
   const int64_t N = g.numel(), S = int64_t{1} << 20;
   const bool cuda = st.device().is_cuda();
   at::Tensor sq;
-  if (cuda) {
+  if (model.tpSize() > 1) {
+    // Split parameters' shards differ across tp ranks (summed over tp and dp); replicated ones are equal on
+    // every tp rank (summed over dp only).
+    double split = 0, rep = 0;
+    for (size_t i = 0; i < st.specs().size(); i++) {
+      auto [off, len] = st.shardRange(static_cast<int>(i));
+      if (len == 0) continue;
+      double v = g.narrow(0, off, len).to(at::kDouble).pow(2).sum().item<double>();
+      (st.specs()[i].splitDim >= 0 ? split : rep) += v;
+    }
+    auto a = at::tensor(std::vector<double>{split, rep}, at::kDouble);
+    if (st.worldSize() > 1) st.comm()->allreduceSum(a);
+    auto sp = a.narrow(0, 0, 1).clone();
+    model.run.tp->allreduceSum(sp);
+    sq = at::tensor(std::vector<double>{sp.item<double>() + a[1].item<double>()}, at::kDouble);
+  } else if (cuda) {
     sq = at::linalg_vector_norm(g, 2, c10::nullopt, false, at::kDouble).pow(2).reshape({1}).to(at::kCPU);
   } else {
     double sqLocal = 0;
     for (int64_t o = 0; o < N; o += S) sqLocal += g.narrow(0, o, std::min(S, N - o)).to(at::kDouble).pow(2).sum().item<double>();
     sq = at::tensor(std::vector<double>{sqLocal}, at::kDouble);
   }
-  if (st.worldSize() > 1) st.comm()->allreduceSum(sq);
+  if (st.worldSize() > 1 && model.tpSize() == 1) st.comm()->allreduceSum(sq);
   out.gradNorm = std::sqrt(sq.item<double>());
   out.lr = lrAt(opt, st.step);
   if (!std::isfinite(out.gradNorm)) {
