@@ -6,6 +6,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process'
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
@@ -15,8 +16,9 @@ import {
   bucketize,
   DistributedPublisher,
   type DistributedPublisherConfig,
+  followPublish,
 } from '../../actors/trainer/publish-distributed.ts'
-import { createModel, type HfQwen3Config, type Model } from '../../native/index.ts'
+import { createModel, type HfQwen3Config, initProcessGroup, type Model } from '../../native/index.ts'
 import { QWEN3_DIR } from '../fixtures/proxy/qwen3.ts'
 import { debugConfig, microBatch, pairs } from '../native/helpers.ts'
 
@@ -92,6 +94,17 @@ function expectSame(
     const bad = g.findIndex((v, i) => v !== r[i])
     expect(bad, `${label} ${name}: ${pairs(g, r)}`).to.equal(-1)
   }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((ok, bad) => {
+    const s = createServer()
+    s.on('error', bad)
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port
+      s.close(() => ok(port))
+    })
+  })
 }
 
 function codeOf(p: Promise<unknown>): Promise<string | undefined> {
@@ -194,6 +207,65 @@ describe('publishing weights by broadcast to SGLang servers', () => {
       expect(stats.bytes).to.equal(numel * 2)
       const want = await trainer.parameters()
       for (const s of servers) expectSame(await readBack(s.url, trainer), want, bf16, s.url)
+    })
+  })
+
+  describe('when the trainer is sharded over two ranks', () => {
+    let shards: Model[] = []
+    afterEach(() => {
+      for (const m of shards) m.dispose()
+      shards = []
+    })
+
+    it('should publish the full parameters from rank 0 while rank 1 follows', async () => {
+      const storePath = join(dir, `trainer-store-${group}`)
+      const pgs = await Promise.all(
+        [0, 1].map((rank) => initProcessGroup({ rank, worldSize: 2, storePath, timeoutMs: 20_000 })),
+      )
+      shards = await Promise.all(pgs.map((processGroup) => createModel({ config, seed: 5, processGroup })))
+      publisher = publisherFor(servers.map((s) => s.url))
+      await publisher.connect()
+      const [stats] = await Promise.all([
+        publisher.publish(shards[0]!, 1),
+        followPublish(shards[1]!, publisher.config),
+      ])
+      expect(stats.buckets).to.be.above(3)
+      const [want] = await Promise.all(shards.map((m) => m.parameters()))
+      // seed 5 is not what the servers held before
+      expect(want!['lm_head.weight']![0]).to.not.equal((await trainer.parameters())['lm_head.weight']![0])
+      for (const s of servers) expectSame(await readBack(s.url, trainer), want!, undefined, s.url)
+    })
+  })
+
+  describe('when an engine does not answer or is down', () => {
+    let silent: Server & { close(): void }
+    before(async () => {
+      // accepts connections and never answers
+      const held: import('node:net').Socket[] = []
+      const srv = createServer((c) => held.push(c))
+      await new Promise<void>((ok) => srv.listen(0, '127.0.0.1', ok))
+      const port = (srv.address() as { port: number }).port
+      silent = {
+        url: `http://127.0.0.1:${port}`,
+        proc: undefined as never,
+        close: () => {
+          for (const c of held) c.destroy()
+          srv.close()
+        },
+      }
+    })
+    after(() => silent.close())
+
+    it('should end connect with PRX_ERR_UPSTREAM_TIMEOUT within the HTTP limit', async () => {
+      // (groupTimeoutMs short: the trainer's own join waits that long for ranks that never come)
+      publisher = publisherFor([silent.url], { httpTimeoutMs: 500, groupTimeoutMs: 3000 })
+      expect(await codeOf(publisher.connect())).to.equal('PRX_ERR_UPSTREAM_TIMEOUT')
+    })
+
+    it('should end connect with PRX_ERR_ENGINE_DOWN when nothing listens', async () => {
+      const port = await freePort()
+      publisher = publisherFor([`http://127.0.0.1:${port}`], { groupTimeoutMs: 3000 })
+      expect(await codeOf(publisher.connect())).to.equal('PRX_ERR_ENGINE_DOWN')
     })
   })
 
