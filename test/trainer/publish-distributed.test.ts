@@ -159,13 +159,24 @@ describe('publishing weights by broadcast to SGLang servers', () => {
       const want = await trainer.parameters()
       const before = await readBack(servers[0]!.url, trainer)
       expect(before['lm_head.weight']![0]).to.not.equal(want['lm_head.weight']![0])
-      const stats = await publisher!.publish(trainer, 1)
+      const stats = await publisher!.publish(trainer, 7)
       const numel = trainer.params.reduce((a, p) => a + p.shape.reduce((x, y) => x * y, 1), 0)
       expect(stats.bytes).to.equal(numel * 4)
+      expect(stats.version).to.equal(7)
       expect(stats.buckets).to.be.above(3)
       expect(stats.tensors).to.equal(trainer.params.length)
       expect(stats.gbPerS).to.be.above(0)
       for (const s of servers) expectSame(await readBack(s.url, trainer), want, undefined, s.url)
+      // the last bucket carried weight_version: tokens generated now are labelled with it
+      for (const s of servers) {
+        const res = await fetch(`${s.url}/generate`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ input_ids: [1, 2, 3], sampling_params: { max_new_tokens: 1 } }),
+        })
+        const body = (await res.json()) as { meta_info: { weight_version: string } }
+        expect(body.meta_info.weight_version).to.equal('7')
+      }
     })
 
     it('should move the servers to the new weights after a training step', async () => {
