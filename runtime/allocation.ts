@@ -130,23 +130,31 @@ export interface ClusterSpec {
 export function plan(alloc: Allocation, cluster: ClusterSpec): ProcessPlan[] {
   const out: ProcessPlan[] = []
   if (cluster.nGpusPerNode === 0) {
-    // CPU: one process per engine replica and per data-parallel trainer rank, all on node 0
+    // CPU: one process per engine replica and per trainer rank, all on node 0
     const inf = alloc.inference
     if (inf)
       for (let i = 0; i < inf.d; i++)
         out.push({ role: 'engine', backend: inf.backend, replica: i, rank: i, node: 0, gpus: [] })
     const tr = alloc.training
     if (tr) {
-      if (tr.t * tr.p > 1)
+      if (tr.p > 1)
         throw fail(
           'CFG_ERR_VALUE',
-          'allocation_mode: tensor/pipeline parallel training (t, p > 1) needs GPUs (cluster.n_gpus_per_node > 0)',
+          'allocation_mode: pipeline parallel training (p > 1) needs GPUs (cluster.n_gpus_per_node > 0)',
           {
             path: 'allocation_mode',
           },
         )
-      for (let r = 0; r < tr.d; r++)
-        out.push({ role: 'trainer', backend: 'archon', replica: r, rank: r, node: 0, gpus: [] })
+      // one process per trainer rank: d replicas × t tensor-parallel ranks (tp-fastest)
+      for (let r = 0; r < tr.d * tr.t; r++)
+        out.push({
+          role: 'trainer',
+          backend: 'archon',
+          replica: Math.floor(r / tr.t),
+          rank: r,
+          node: 0,
+          gpus: [],
+        })
     }
     return out
   }

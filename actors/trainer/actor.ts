@@ -33,6 +33,8 @@ export interface TrainerDeps {
   rank?: number
   /** ranks in the group (default cfg.world_size) */
   worldSize?: number
+  /** tensor-parallel ranks per data-parallel replica (default cfg.tp_size); ranks are laid out tp-fastest */
+  tpSize?: number
   /** FileStore path of the group (default cfg.rendezvous) */
   rendezvous?: string
   /** a checkpoint directory (trainer:checkpoint's dir) to continue from */
@@ -64,25 +66,46 @@ export async function startTrainer(cfg: TrainerConfig, deps: TrainerDeps): Promi
   }
   if (cfg.threads > 0) setNumThreads(cfg.threads)
   const state = deps.resumeFrom ? readTrainerState(deps.resumeFrom) : undefined
+  const tp = deps.tpSize ?? cfg.tp_size
+  if (tp < 1 || worldSize % tp !== 0)
+    throw fail('CFG_ERR_VALUE', `actor.tp_size ${tp} does not divide the ${worldSize} trainer ranks`, {
+      path: 'actor.tp_size',
+    })
+  // rank = dpRank·tp + tpRank: a tensor-parallel group per data-parallel replica (a row), a data-parallel
+  // group per tensor-parallel position (a column), each over its own FileStore
+  const dpSize = worldSize / tp
+  const dpRank = Math.floor(rank / tp)
+  const tpRank = rank % tp
   let group: Awaited<ReturnType<typeof initProcessGroup>> | undefined
+  let tpGroup: Awaited<ReturnType<typeof initProcessGroup>> | undefined
   if (worldSize > 1) {
     const storePath = deps.rendezvous ?? cfg.rendezvous
     if (!storePath)
       throw fail('CFG_ERR_MISSING', 'actor.rendezvous (a fresh FileStore path) for world_size > 1')
     const device = rankDevice(cfg.model.device, rank)
     const backend = device === 'cpu' ? 'gloo' : 'nccl'
-    log.info({ worldSize, storePath, backend, device }, 'joining the process group')
-    group = await initProcessGroup({
-      rank,
-      worldSize,
-      storePath,
+    const common = {
       timeoutMs: cfg.collective_timeout_ms,
       backend,
       ...(device === 'cpu' ? {} : { device }),
-    })
+    } as const
+    log.info({ worldSize, dpSize, tp, storePath, backend, device }, 'joining the process groups')
+    ;[group, tpGroup] = await Promise.all([
+      dpSize > 1
+        ? initProcessGroup({
+            rank: dpRank,
+            worldSize: dpSize,
+            storePath: tp > 1 ? `${storePath}-dp${tpRank}` : storePath,
+            ...common,
+          })
+        : Promise.resolve(undefined),
+      tp > 1
+        ? initProcessGroup({ rank: tpRank, worldSize: tp, storePath: `${storePath}-tp${dpRank}`, ...common })
+        : Promise.resolve(undefined),
+    ])
   }
   const src = deps.resumeFrom ? { ...cfg.model, path: join(deps.resumeFrom, 'weights') } : cfg.model
-  const model = await openModel(src, group, rank)
+  const model = await openModel(src, group, rank, tpGroup)
   // AdamW moments, master shard and step: exact resume (checkpoints written before they were saved have none)
   if (deps.resumeFrom && state?.optimizerState)
     await model.loadOptimizerState(join(deps.resumeFrom, 'optimizer'))
@@ -99,7 +122,7 @@ export async function startTrainer(cfg: TrainerConfig, deps: TrainerDeps): Promi
   if (rank === 0) {
     const peers =
       deps.peers ?? Array.from({ length: worldSize - 1 }, (_, i) => deps.id.replace(/\d+$/, String(i + 1)))
-    head = new TrainerHead(actor, worker, cfg, peers, state?.step ?? 0)
+    head = new TrainerHead(actor, worker, cfg, peers, state?.step ?? 0, tp)
     const h = head
     actor.handle({
       'trainer:step': (b) => h.step(b),

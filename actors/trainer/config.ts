@@ -11,6 +11,10 @@ export const trainerSchema = c.obj({
   model: modelSourceSchema,
   threads: c.int(0, { min: 0, doc: 'libtorch intra-op threads per rank (0 = libtorch default)' }),
   world_size: c.int(1, { min: 1, doc: 'trainer ranks (the launcher sets it from allocation_mode)' }),
+  tp_size: c.int(1, {
+    min: 1,
+    doc: 'tensor-parallel ranks per data-parallel replica (archon:dXtY: t; the launcher sets it)',
+  }),
   rendezvous: c.str('', {
     doc: "FileStore path for the ranks' Gloo group (fresh per job; the launcher sets it)",
   }),

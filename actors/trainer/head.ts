@@ -58,6 +58,8 @@ export class TrainerHead {
     /** actor ids of ranks 1..W-1 */
     private readonly peers: string[],
     stepsDone = 0,
+    /** tensor-parallel ranks per replica: ranks r·tp … r·tp+tp−1 train the same shard */
+    private readonly tp = 1,
   ) {
     this.stepsDone = stepsDone
   }
@@ -80,13 +82,14 @@ export class TrainerHead {
       { offsets: b.offsets, lossMask: b.lossMask, rewards: b.rewards, groups: b.groups },
       { ...this.cfg.reward, ...this.cfg.adv },
     )
-    const shards = split(b, adv.advantages, this.peers.length + 1, this.cfg.ppo.minibatches)
+    // one shard per data-parallel replica; every tensor-parallel rank of a replica gets its replica's
+    const shards = split(b, adv.advantages, (this.peers.length + 1) / this.tp, this.cfg.ppo.minibatches)
     const remote = this.peers.map((peer, i) =>
       this.actor
         .ask(
           peer,
           'trainer:shard',
-          { step: req.step, ...shards[i + 1]! },
+          { step: req.step, ...shards[Math.floor((i + 1) / this.tp)]! },
           { timeoutMs: this.cfg.step_timeout_ms },
         )
         .catch((e: CodedError) => {
@@ -96,7 +99,9 @@ export class TrainerHead {
     const [own, ...others] = await Promise.all([this.worker.train(shards[0]!, req.step), ...remote])
     this.stepsDone = req.step
     for (const g of req.groups) this.kept.delete(g.traj.ref)
-    const local = [own!.local, ...others.map((o) => o.stats)] as Record<string, number>[]
+    // tensor-parallel ranks of a replica report the same shard: count each replica once
+    const all = [own!.local, ...others.map((o) => o.stats)] as Record<string, number>[]
+    const local = all.filter((_, r) => r % this.tp === 0)
     const sum = (k: string) => local.reduce((a, l) => a + (l[k] ?? 0), 0)
     const lossTokens = sum('lossTokens')
     const rewards = Array.from(b.rewards)

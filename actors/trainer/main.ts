@@ -7,6 +7,7 @@
  *   AREAL_CONTROLLER    controller inbox address
  *   AREAL_ACTOR_ID      this actor's id ('trainer/<rank>')
  *   AREAL_RANK, AREAL_WORLD_SIZE   this rank and the number of ranks (default 0 and actor.world_size)
+ *   AREAL_TP_SIZE                  tensor-parallel ranks per data-parallel replica (default actor.tp_size)
  *   AREAL_RDZV          FileStore path of the ranks' process group (default actor.rendezvous)
  *   AREAL_RESUME_FROM   a trainer checkpoint directory to continue from
  */
@@ -52,6 +53,7 @@ export async function startTrainerRole(
     bus: cfg.bus ? toBusConfig(cfg.bus) : undefined,
     rank: envInt('AREAL_RANK'),
     worldSize: envInt('AREAL_WORLD_SIZE'),
+    tpSize: envInt('AREAL_TP_SIZE'),
     rendezvous: process.env.AREAL_RDZV || undefined,
     resumeFrom: process.env.AREAL_RESUME_FROM || undefined,
   })

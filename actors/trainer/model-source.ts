@@ -83,10 +83,18 @@ export function hasWeights(dir: string): boolean {
  * Load or create the model of a source (collective across the group's ranks when `processGroup` is set),
  * on `rankDevice(src.device, rank)`.
  */
-export async function openModel(src: ModelSource, processGroup?: ProcessGroup, rank = 0): Promise<Model> {
+export async function openModel(
+  src: ModelSource,
+  processGroup?: ProcessGroup,
+  rank = 0,
+  tensorParallel?: ProcessGroup,
+): Promise<Model> {
   if (!existsSync(join(src.path, 'config.json')))
     throw fail('TRN_ERR_CHECKPOINT', `${src.path} has no config.json`, { path: src.path })
-  const run = runOptionsOf(src, rankDevice(src.device, processGroup?.rank ?? rank))
+  const run = {
+    ...runOptionsOf(src, rankDevice(src.device, rank)),
+    ...(tensorParallel ? { tensorParallel } : {}),
+  }
   if (hasWeights(src.path)) return loadModel(src.path, { dtype: src.dtype, processGroup, ...run })
   return createModel({
     config: readHfConfig(src.path),

@@ -8,7 +8,7 @@
  *        │ sglang|vllm: server/<i> = the server's own command line  (HTTP; no bus registration)
  *        ├ proxy/<j>   engines split round-robin among proxy_replicas (AREAL_ENGINES)
  *        ├ rollout/<k> rollout.workers (more join later through ctl:spawn)
- *        └ trainer/<r> one per GPU (one per data-parallel rank on CPU), AREAL_RANK/WORLD_SIZE/RDZV
+ *        └ trainer/<r> one per GPU (one per rank, d×t, on CPU), AREAL_RANK/WORLD_SIZE/TP_SIZE/RDZV
  */
 import { join } from 'node:path'
 import type { RunConfig } from '../../actors/config.ts'
@@ -78,6 +78,7 @@ export function planJob(cfg: RunConfig, o: PlanOptions): JobPlan {
       env: {
         AREAL_RANK: String(p.rank),
         AREAL_WORLD_SIZE: String(trainers.length),
+        AREAL_TP_SIZE: String(alloc.training.t),
         AREAL_RDZV: rdzv,
         ...(o.resumeFrom ? { AREAL_RESUME_FROM: join(o.resumeFrom, 'trainer') } : {}),
       },

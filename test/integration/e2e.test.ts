@@ -111,3 +111,38 @@ describe('training end to end (embedded default, debug config)', function () {
     expect(m[0].counters.admitted).to.be.greaterThan(before[2].counters.admitted)
   })
 })
+
+describe('training end to end with tensor-parallel trainers (archon:d1t2 on CPU)', function () {
+  this.timeout(240000)
+  let root: string
+  let runDir: string
+
+  before(() => {
+    root = mkdtempSync(join(tmpdir(), 'areal-e2e-tp-'))
+    runDir = join(root, 'debug', 'e2e')
+  })
+  after(() => rmSync(root, { recursive: true, force: true }))
+
+  const args = ['allocation_mode=embedded:d1+archon:d1t2', 'saver.freq_steps=1']
+
+  it('should train with two tensor-parallel ranks, publishing full weights and a per-rank optimizer state', async () => {
+    const r = await launch(root, ['total_train_steps=2', ...args]).done
+    expect(r.code, r.err).to.equal(0)
+    expect(r.out).to.match(/reward: start \d\.\d{3} → end \d\.\d{3} over 2 steps/)
+    expect(metrics(runDir).map((x) => x.step)).to.deep.equal([1, 2])
+    const w = (v: number) => readFileSync(join(runDir, 'weights', `v${v}`, 'model.safetensors'))
+    // full HF tensors, gathered from both ranks: the same size as the untouched initial weights
+    expect(w(2).length).to.equal(w(0).length)
+    expect(w(2).equals(w(1))).to.equal(false)
+    const opt = join(runDir, 'checkpoints', 'step-2', 'trainer', 'optimizer')
+    for (const t of [0, 1])
+      expect(existsSync(join(opt, `optimizer-rank0-of-1-tp${t}-of-2.safetensors`))).to.equal(true)
+  })
+
+  it('should resume both tensor-parallel ranks from the checkpoint', async () => {
+    const r = await launch(root, ['total_train_steps=3', ...args]).done
+    expect(r.code, r.err).to.equal(0)
+    expect(r.err).to.contain('resuming at step 2')
+    expect(metrics(runDir).map((x) => x.step)).to.deep.equal([1, 2, 3])
+  })
+})

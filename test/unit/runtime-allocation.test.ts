@@ -103,8 +103,20 @@ describe('allocation_mode', () => {
         err(() => plan(parseAllocation('sglang:d3t2'), { nNodes: 1, nGpusPerNode: 4 })).message,
       ).to.match(/not enough GPUs/)
       expect(
-        err(() => plan(parseAllocation('archon:d1t2'), { nNodes: 1, nGpusPerNode: 0 })).message,
+        err(() => plan(parseAllocation('archon:d1p2'), { nNodes: 1, nGpusPerNode: 0 })).message,
       ).to.match(/needs GPUs/)
+    })
+
+    it('should give a CPU machine one trainer process per rank of d × t, tensor-parallel ranks adjacent', () => {
+      const tr = plan(parseAllocation('archon:d2t2'), { nNodes: 1, nGpusPerNode: 0 }).filter(
+        (x) => x.role === 'trainer',
+      )
+      expect(tr.map((x) => [x.rank, x.replica])).to.deep.equal([
+        [0, 0],
+        [1, 0],
+        [2, 1],
+        [3, 1],
+      ])
     })
   })
 })
