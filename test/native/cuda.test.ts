@@ -212,6 +212,38 @@ describe('two GPUs in one NCCL group against one rank', function () {
     }
   })
 
+  it('should train float64 with tensor parallelism over two GPUs to the weights of one rank', async () => {
+    const single = await runShare(0, 1, (c, seed) =>
+      createModel({ config: c, seed, dtype: 'float64', device: 'cuda:0' }),
+    )
+    const tpWorker = new URL('../fixtures/native/tp-worker.ts', import.meta.url).pathname
+    const exits = [0, 1].map((rank) => {
+      const c = spawn(
+        process.execPath,
+        ['--import', 'tsx', tpWorker, String(rank), '2', '2', dir, join(dir, `tp${rank}.json`)],
+        {
+          stdio: ['ignore', 'ignore', 'pipe'],
+          env: { ...process.env, TRN_TEST_BACKEND: 'nccl' },
+        },
+      )
+      children.push(c)
+      let err = ''
+      c.stderr!.on('data', (d) => {
+        err += d
+      })
+      return new Promise<void>((ok, bad) =>
+        c.on('exit', (code) => (code === 0 ? ok() : bad(new Error(`rank ${rank} exited ${code}: ${err}`)))),
+      )
+    })
+    await Promise.all(exits)
+    for (const r of [0, 1]) {
+      const got = JSON.parse(readFileSync(join(dir, `tp${r}.json`), 'utf8')) as ShareResult
+      for (const [name, w] of Object.entries(single.params))
+        expect(maxAbsDiff(got.params[name]!, w), name).to.be.at.most(1e-8)
+      expect(maxAbsDiff(got.logprobs, single.logprobs)).to.be.at.most(1e-8)
+    }
+  })
+
   it('should train bf16 to within bf16 tolerance of one rank', async () => {
     const single = await runShare(0, 1, (c, seed) =>
       createModel({ config: c, seed, device: 'cuda:0', computeDtype: 'bfloat16' }),
