@@ -203,7 +203,8 @@ export const asks = {
   'proxy:pause': [obj({}), obj({ version: int })],
   'proxy:resume': [obj({}), obj({ version: int })],
   /** have the proxy's engines load weights from path; tokens from now on carry `version` */
-  'proxy:update_weights': [obj({ path: str, version: int }), obj({ version: int })],
+  /** have the engines load `path` (or, with `loaded`, take the version of weights already broadcast to them) */
+  'proxy:update_weights': [obj({ path: str, version: int, loaded: opt(bool) }), obj({ version: int })],
   'proxy:stats': [obj({}), rec(any)],
 
   // --- rollout (actors/rollout/actor.ts) ---
@@ -232,7 +233,8 @@ export const asks = {
     obj({ step: int, stats: rec(num), ms: num }),
   ],
   /** write the current weights as HF safetensors under dir (for engines to load) */
-  'trainer:publish': [obj({ version: int, dir: str }), obj({ dir: str, ms: num })],
+  /** publish the current weights: to `dir` (safetensors), or broadcast to the engines (reply `loaded`) */
+  'trainer:publish': [obj({ version: int, dir: str }), obj({ dir: str, ms: num, loaded: opt(bool) })],
   /** save a resumable checkpoint (weights + optimizer + step) under dir */
   'trainer:checkpoint': [obj({ dir: str, step: int }), obj({ dir: str, ms: num })],
   /**
@@ -255,7 +257,7 @@ export const asks = {
   ],
   /** head → rank r > 0: join a collective save of the weights (publish or checkpoint) into dir */
   'trainer:save': [
-    obj({ dir: str, purpose: lit('publish', 'checkpoint'), step: int }),
+    obj({ dir: str, purpose: lit('publish', 'checkpoint', 'broadcast'), step: int }),
     obj({ files: arr(str), ms: num }),
   ],
 

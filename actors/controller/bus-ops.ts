@@ -30,16 +30,22 @@ export function busOps(o: BusOpsOptions): LoopOps {
   const each = async (fn: (id: string) => Promise<unknown>) => {
     await Promise.all(proxies().map(fn))
   }
+  /** whether the last publish broadcast the weights to the engines (trainer publish_mode broadcast) */
+  let loaded = false
   return {
     rollouts: () => alive('rollout'),
     runGroup: (rollout, req) => a.ask(rollout, 'rollout:run', req, { timeoutMs: o.groupTimeoutMs }),
     trainStep: (req) => a.ask(o.trainer, 'trainer:step', req, { timeoutMs: o.stepTimeoutMs }),
     pauseGeneration: () => each((p) => a.ask(p, 'proxy:pause', {})),
     publish: async (version, dir) => {
-      await a.ask(o.trainer, 'trainer:publish', { version, dir }, { timeoutMs: o.stepTimeoutMs })
+      const r = await a.ask(o.trainer, 'trainer:publish', { version, dir }, { timeoutMs: o.stepTimeoutMs })
+      loaded = r.loaded === true
     },
+    // after a broadcast publish the engines hold the weights: the proxies only take the new version
     loadWeights: (dir, version) =>
-      each((p) => a.ask(p, 'proxy:update_weights', { path: dir, version }, { timeoutMs: o.stepTimeoutMs })),
+      each((p) =>
+        a.ask(p, 'proxy:update_weights', { path: dir, version, loaded }, { timeoutMs: o.stepTimeoutMs }),
+      ),
     resumeGeneration: () => each((p) => a.ask(p, 'proxy:resume', {})),
     checkpoint: async (dir, step, state: ControllerState) => {
       mkdirSync(dir, { recursive: true })

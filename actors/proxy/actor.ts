@@ -45,7 +45,9 @@ export function attachProxy(actor: Actor, service: ProxyService): void {
       return { version: service.getVersion() }
     },
     'proxy:update_weights': async (b) => {
-      await service.updateWeights(b.path, b.version)
+      // weights broadcast by the trainer are in the engines already: only the version moves
+      if (b.loaded) await service.setVersion(b.version)
+      else await service.updateWeights(b.path, b.version)
       return { version: service.getVersion() }
     },
     'proxy:stats': () => ({ ...service.stats(), engines: service.pool.load() }),

@@ -13,13 +13,14 @@
  * registered head always has its whole group behind it.
  */
 import { dirname, join } from 'node:path'
-import { initProcessGroup, lrAt, setNumThreads } from '../../native/index.ts'
+import { type DeviceName, initProcessGroup, lrAt, setNumThreads } from '../../native/index.ts'
 import { Actor, type BusConfig } from '../../runtime/actor.ts'
 import { fail } from '../../runtime/errors.ts'
 import type { Logger } from '../../runtime/log.ts'
 import { optimizerConfig, type TrainerConfig } from './config.ts'
 import { readTrainerState, TrainerHead } from './head.ts'
 import { openModel, rankDevice } from './model-source.ts'
+import { DistributedPublisher, followPublish, type PublishEngine } from './publish-distributed.ts'
 import { RankWorker } from './rank.ts'
 
 export { type TrainerConfig, trainerSchema } from './config.ts'
@@ -41,6 +42,8 @@ export interface TrainerDeps {
   resumeFrom?: string
   /** actor ids (or addresses) of ranks 1..W-1, for the head; default: its own id with the rank swapped */
   peers?: string[]
+  /** publish_mode broadcast: the SGLang servers to publish to (the launcher sets AREAL_PUBLISH_ENGINES) */
+  publishEngines?: PublishEngine[]
 }
 
 export interface TrainerHandle {
@@ -118,11 +121,34 @@ export async function startTrainer(cfg: TrainerConfig, deps: TrainerDeps): Promi
     bus: deps.bus,
     meta: { rank, worldSize },
   })
+  let publisher: DistributedPublisher | undefined
+  if (cfg.publish_mode === 'broadcast' && rank === 0) {
+    if (!deps.publishEngines?.length)
+      throw fail(
+        'CFG_ERR_VALUE',
+        'actor.publish_mode broadcast needs SGLang servers (allocation_mode sglang:…; AREAL_PUBLISH_ENGINES)',
+        { path: 'actor.publish_mode' },
+      )
+    const dev = model.device
+    publisher = new DistributedPublisher(
+      {
+        engines: deps.publishEngines,
+        masterAddress: cfg.broadcast.master_address,
+        groupName: cfg.broadcast.group_name,
+        backend: dev === 'cpu' ? 'gloo' : 'nccl',
+        ...(dev === 'cpu' ? {} : { device: dev as DeviceName }),
+        dtype: cfg.publish_dtype,
+        bucketBytes: cfg.broadcast.bucket_mb * 1024 * 1024,
+        groupTimeoutMs: cfg.broadcast.timeout_ms,
+      },
+      { log },
+    )
+  }
   let head: TrainerHead | undefined
   if (rank === 0) {
     const peers =
       deps.peers ?? Array.from({ length: worldSize - 1 }, (_, i) => deps.id.replace(/\d+$/, String(i + 1)))
-    head = new TrainerHead(actor, worker, cfg, peers, state?.step ?? 0, tp)
+    head = new TrainerHead(actor, worker, cfg, peers, state?.step ?? 0, tp, publisher)
     const h = head
     actor.handle({
       'trainer:step': (b) => h.step(b),
@@ -138,6 +164,14 @@ export async function startTrainer(cfg: TrainerConfig, deps: TrainerDeps): Promi
       },
       'trainer:save': async (b) => {
         const t0 = Date.now()
+        if (b.purpose === 'broadcast') {
+          // rank 0 broadcasts to the engines; this rank takes part in gathering each bucket
+          await followPublish(model, {
+            dtype: cfg.publish_dtype,
+            bucketBytes: cfg.broadcast.bucket_mb * 1024 * 1024,
+          })
+          return { files: [], ms: Date.now() - t0 }
+        }
         const files = await worker.save(
           b.dir,
           b.purpose === 'publish' ? cfg.publish_dtype : 'float32',
@@ -167,6 +201,7 @@ export async function startTrainer(cfg: TrainerConfig, deps: TrainerDeps): Promi
     close(reason = 'stopped') {
       closing ??= (async () => {
         await actor.stop(reason, 1000)
+        if (publisher?.connected) await publisher.close().catch(() => undefined)
         await worker.exclusive(async () => model.dispose())
       })()
       return closing

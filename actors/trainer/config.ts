@@ -24,6 +24,15 @@ export const trainerSchema = c.obj({
   publish_dtype: c.enum(['float32', 'bfloat16', 'float16'] as const, 'float32', {
     doc: 'dtype of published weights (float32 keeps engine and trainer log-probs identical on CPU)',
   }),
+  publish_mode: c.enum(['disk', 'broadcast'] as const, 'disk', {
+    doc: 'disk: safetensors the engines load; broadcast: SGLang update_weights_from_distributed (NCCL/Gloo)',
+  }),
+  broadcast: c.obj({
+    group_name: c.str('areal_weight_update', { doc: 'update group name (also its store-key prefix)' }),
+    master_address: c.str('127.0.0.1', { doc: "address the servers reach trainer rank 0's TCPStore at" }),
+    bucket_mb: c.int(512, { min: 1, doc: 'at most this many MB per bucket (one HTTP request per bucket)' }),
+    timeout_ms: c.int(300_000, { min: 1000, doc: 'rendezvous and per-broadcast limit' }),
+  }),
   ppo: c.obj({
     eps_clip: c.num(0.2, { min: 0 }),
     eps_clip_higher: c.opt(c.num(undefined, { min: 0 }), { doc: 'upper clip ε_high (default eps_clip)' }),

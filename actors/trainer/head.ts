@@ -17,6 +17,7 @@ import type { AskReq, AskRes, PackedTrajectoriesMsg } from '../../runtime/messag
 import { computeAdvantages, shapeReward } from './advantages.ts'
 import { assemble, split } from './batch.ts'
 import type { TrainerConfig } from './config.ts'
+import type { DistributedPublisher } from './publish-distributed.ts'
 import type { RankWorker, ShardResult } from './rank.ts'
 
 /** What trainer.json holds (the TS side of a checkpoint; the weights sit beside it). */
@@ -60,6 +61,8 @@ export class TrainerHead {
     stepsDone = 0,
     /** tensor-parallel ranks per replica: ranks r·tp … r·tp+tp−1 train the same shard */
     private readonly tp = 1,
+    /** publish_mode broadcast: the update group to the engines (connected at the first publish) */
+    private readonly publisher?: DistributedPublisher,
   ) {
     this.stepsDone = stepsDone
   }
@@ -158,6 +161,27 @@ export class TrainerHead {
 
   async publish(req: AskReq<'trainer:publish'>): Promise<AskRes<'trainer:publish'>> {
     const t0 = Date.now()
+    if (this.publisher) {
+      // broadcast to the engines (SGLang update_weights_from_distributed); ranks > 0 take part in the gathers
+      const pub = this.publisher
+      if (!pub.connected) await pub.connect()
+      const timeoutMs = this.cfg.collective_timeout_ms
+      const followers = this.peers.map((peer, i) =>
+        this.actor
+          .ask(
+            peer,
+            'trainer:save',
+            { dir: req.dir, purpose: 'broadcast', step: this.stepsDone },
+            { timeoutMs },
+          )
+          .catch((e: CodedError) => {
+            throw fail('TRN_ERR_RANK', `${peer}: ${e.code}: ${e.message}`, { rank: i + 1 }, e)
+          }),
+      )
+      const [st] = await Promise.all([pub.publish(this.worker.model, req.version), ...followers])
+      this.actor.log.info({ ...st, ms: Date.now() - t0 }, 'weights broadcast to the engines')
+      return { dir: req.dir, ms: Date.now() - t0, loaded: true }
+    }
     await this.saveAll(req.dir, 'publish', this.stepsDone)
     this.actor.log.info({ version: req.version, dir: req.dir, ms: Date.now() - t0 }, 'weights published')
     return { dir: req.dir, ms: Date.now() - t0 }

@@ -8,6 +8,7 @@
  *   AREAL_ACTOR_ID      this actor's id ('trainer/<rank>')
  *   AREAL_RANK, AREAL_WORLD_SIZE   this rank and the number of ranks (default 0 and actor.world_size)
  *   AREAL_TP_SIZE                  tensor-parallel ranks per data-parallel replica (default actor.tp_size)
+ *   AREAL_PUBLISH_ENGINES          JSON [{url, tpSize}]: the SGLang servers of publish_mode broadcast
  *   AREAL_RDZV          FileStore path of the ranks' process group (default actor.rendezvous)
  *   AREAL_RESUME_FROM   a trainer checkpoint directory to continue from
  */
@@ -22,6 +23,22 @@ export interface RoleContext {
   id: string
   controller: string
   log: Logger
+}
+
+function publishEngines(): { url: string; tpSize: number }[] | undefined {
+  const raw = process.env.AREAL_PUBLISH_ENGINES
+  if (!raw) return undefined
+  try {
+    const list = JSON.parse(raw) as { url?: unknown; tpSize?: unknown }[]
+    return list.map((e) => {
+      if (typeof e.url !== 'string') throw new Error('an entry has no url')
+      return { url: e.url, tpSize: typeof e.tpSize === 'number' ? e.tpSize : 1 }
+    })
+  } catch (e) {
+    throw fail('CFG_ERR_VALUE', `AREAL_PUBLISH_ENGINES: ${(e as Error).message}`, {
+      key: 'AREAL_PUBLISH_ENGINES',
+    })
+  }
 }
 
 function envInt(name: string): number | undefined {
@@ -54,6 +71,7 @@ export async function startTrainerRole(
     rank: envInt('AREAL_RANK'),
     worldSize: envInt('AREAL_WORLD_SIZE'),
     tpSize: envInt('AREAL_TP_SIZE'),
+    publishEngines: publishEngines(),
     rendezvous: process.env.AREAL_RDZV || undefined,
     resumeFrom: process.env.AREAL_RESUME_FROM || undefined,
   })

@@ -161,6 +161,11 @@ export class DistributedPublisher {
     this.log = (deps.log ?? silentLogger()).child({ component: 'publish-distributed' })
   }
 
+  /** True between a successful connect() and close(). */
+  get connected(): boolean {
+    return this.group !== undefined
+  }
+
   /** 1 + Σ tp: the trainer plus every server GPU. */
   get worldSize(): number {
     return 1 + this.config.engines.reduce((a, e) => a + (e.tpSize ?? 1), 0)

@@ -115,6 +115,13 @@ export function planJob(cfg: RunConfig, o: PlanOptions): JobPlan {
     })
     engineRefs.push({ kind: p.backend, url })
   }
+  // trainer publish_mode broadcast: the SGLang servers and their GPUs (ranks in the update group)
+  const sglang = engineRefs.filter((e) => e.kind === 'sglang')
+  if (sglang.length && alloc.inference) {
+    const tpSize = alloc.inference.t * alloc.inference.p
+    const list = JSON.stringify(sglang.map((e) => ({ url: e.url, tpSize })))
+    for (const p of procs) if (p.role === 'trainer') p.env.AREAL_PUBLISH_ENGINES = list
+  }
   for (let i = 0; i < cfg.proxy_replicas; i++) {
     const mine = engineRefs.filter((_, j) => j % cfg.proxy_replicas === i)
     procs.push({

@@ -76,6 +76,35 @@ describe('a run whose allocation_mode names SGLang servers (local scheduler)', f
     expect(readFileSync(join(runDir, 'logs', 'proxy-0.log'), 'utf8')).to.contain(`127.0.0.1:${port}`)
   })
 
+  it('should publish by broadcast to the server (update_weights_from_distributed) with publish_mode broadcast', async () => {
+    const port = await freePort()
+    const r = await launch([
+      `fileroot=${root}`,
+      'trial_name=sglang-broadcast',
+      'allocation_mode=sglang:d1+archon:d1',
+      `scheduler.servers.python=${PYTHON}`,
+      `scheduler.servers.port=${port}`,
+      'total_train_steps=2',
+      'rollout.filter_no_variance=false',
+      'actor.publish_mode=broadcast',
+    ])
+    expect(r.code, r.err).to.equal(0)
+    const runDir = join(root, 'debug', 'sglang-broadcast')
+    const m = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { version: number })
+    expect(m.map((x) => x.version)).to.deep.equal([1, 2])
+    const trainerLog = readFileSync(join(runDir, 'logs', 'trainer-0.log'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { msg: string; version?: number; buckets?: number; bytes?: number })
+    const sent = trainerLog.filter((l) => l.msg === 'weights broadcast to the engines')
+    expect(sent.map((l) => l.version)).to.deep.equal([0, 1, 2]) // the initial weights, then each update
+    // every parameter of the (tiny) model went out: float32 bytes of its 96k parameters
+    for (const l of sent) expect(l.bytes).to.equal(96128 * 4)
+  })
+
   it('should fail with LCH_ERR_SERVER when the server exits before serving', async () => {
     const r = await launch([
       `fileroot=${root}`,

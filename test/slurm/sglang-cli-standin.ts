@@ -5,8 +5,11 @@
  * serves the SGLang HTTP stand-in of test/fixtures/proxy (documented native API) on H:P, with M's
  * tokenizer. Run through test/slurm/python-standin (set as scheduler.servers.python).
  */
+import { readFileSync } from 'node:fs'
 import { connect, createServer } from 'node:net'
+import { join } from 'node:path'
 import { ModelTokenizer } from '../../actors/tokenizer/tokenizer.ts'
+import type { HfQwen3Config } from '../../native/index.ts'
 import { startSglangStandin } from '../fixtures/proxy/sglang-standin.ts'
 
 const argv = process.argv.slice(2)
@@ -26,7 +29,12 @@ for (let i = 2; i < argv.length; i += 2) {
 for (const k of ['--model-path', '--port']) if (!opts[k]) usage(`the following arguments are required: ${k}`)
 process.stderr.write(`sglang stand-in: ${argv.join(' ')}\n`)
 
-const standin = await startSglangStandin(ModelTokenizer.fromDir(opts['--model-path']))
+// the model directory's config.json gives the stand-in native weights of that shape (seeded by
+// --random-seed), so the weight-update-group endpoints (publish_mode broadcast) work too
+const config = JSON.parse(readFileSync(join(opts['--model-path']!, 'config.json'), 'utf8')) as HfQwen3Config
+const standin = await startSglangStandin(ModelTokenizer.fromDir(opts['--model-path']), {
+  weights: { config, seed: Number(opts['--random-seed'] ?? 0) },
+})
 const upstream = Number(new URL(standin.url).port)
 // serve on the requested host:port by forwarding to the stand-in's own port
 const front = createServer((c) => {
