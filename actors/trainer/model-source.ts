@@ -38,6 +38,9 @@ export const modelSourceSchema = c.obj({
   activation_checkpointing: c.bool(false, {
     doc: 'recompute each decoder layer in the backward pass (less memory, ~1/3 more compute)',
   }),
+  keep_softmax: c.bool(false, {
+    doc: "cuda bf16: keep the head's softmax (tokens × vocab) for its backward; off: logits one chunk at a time",
+  }),
 })
 
 export interface ModelSource {
@@ -47,6 +50,7 @@ export interface ModelSource {
   device?: string
   compute_dtype?: ComputeDtype | 'auto'
   activation_checkpointing?: boolean
+  keep_softmax?: boolean
 }
 
 /** The device a rank's model uses: 'cuda' spreads ranks over this node's GPUs (rank mod count). */
@@ -71,7 +75,12 @@ function runOptionsOf(src: ModelSource, device: DeviceName) {
         ? src.dtype
         : 'bfloat16'
       : src.compute_dtype
-  return { device, computeDtype: compute, activationCheckpointing: src.activation_checkpointing ?? false }
+  return {
+    device,
+    computeDtype: compute,
+    activationCheckpointing: src.activation_checkpointing ?? false,
+    keepSoftmax: src.keep_softmax ?? false,
+  }
 }
 
 /** True when `dir` holds safetensors weights (single file or sharded with an index). */

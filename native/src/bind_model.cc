@@ -568,6 +568,7 @@ RunOptions readRun(const Napi::Object& opts, at::ScalarType dtype) {
   r.compute = has(opts, "computeDtype") ? dtypeFromName(str(opts, "computeDtype", "float32")) : dtype;
   r.checkpointing = flag(opts, "activationCheckpointing", false);
   r.logitsChunk = integer(opts, "logitsChunk", 0);
+  r.keepSoftmax = flag(opts, "keepSoftmax", false);
   if (has(opts, "tensorParallel")) {
     auto g = groupFrom(opts.Env(), opts.Get("tensorParallel"));
     if (g->worldSize() > 1) r.tp = g;

@@ -465,7 +465,7 @@ void scoredRows(const PackedBatch& b, std::vector<int64_t>& src, std::vector<int
 
 bool Model::keepsProbs() const {
   const auto cd = store.computeDtype();
-  return device().is_cuda() && (cd == at::kBFloat16 || cd == at::kHalf);
+  return run.keepSoftmax && device().is_cuda() && (cd == at::kBFloat16 || cd == at::kHalf);
 }
 
 Scores Model::score(const Weights& w, const at::Tensor& hidden, const PackedBatch& b, double temperature,

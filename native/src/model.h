@@ -51,6 +51,12 @@ struct RunOptions {
   /** Logits per chunk of the log-prob computation (0: 2^22 on the CPU, 2^28 on a GPU). */
   int64_t logitsChunk = 0;
   /**
+   * Training on CUDA in half precision: keep the scoring pass's softmax ([loss rows × vocab] in the compute
+   * dtype, e.g. 5 GB for 16k tokens of Qwen3's vocabulary) so the head's backward needs no second pass and
+   * runs as two whole-batch products. Off (default): the logits exist one chunk at a time, also backward.
+   */
+  bool keepSoftmax = false;
+  /**
    * Tensor-parallel group (Megatron-style): attention heads and MLP columns split over its ranks —
    * q/k/v/gate/up by rows (column-parallel), o/down by columns (row-parallel, one all-reduce after each),
    * the rest replicated. Every rank of it gets the same batches. Null: no tensor parallelism.
@@ -127,7 +133,7 @@ class Model {
                              const at::Tensor& gradLogprobs, at::Tensor* probs = nullptr,
                              const at::Tensor& logprobs = at::Tensor()) const;
 
-  /** Whether training keeps the score pass's probabilities (half-precision compute on CUDA). */
+  /** Whether training keeps the score pass's probabilities (run.keepSoftmax, half precision on CUDA). */
   bool keepsProbs() const;
 
   /** Number of logits rows per chunk (bounded memory: about 2^22 logits per chunk). */

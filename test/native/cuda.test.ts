@@ -107,10 +107,21 @@ describe('the native trainer on a GPU', function () {
   it('should make the CPU float32 PPO update on one GPU in bf16, within bf16 tolerance', async () => {
     const cpu = await createModel({ config, seed: 13 })
     const gpu = await createModel({ config, seed: 13, device: 'cuda', computeDtype: 'bfloat16' })
+    const kept = await createModel({
+      config,
+      seed: 13,
+      device: 'cuda',
+      computeDtype: 'bfloat16',
+      keepSoftmax: true,
+    })
     const ga = await cpu.gradients(mbs, loss)
     const gb = await gpu.gradients(mbs, loss)
-    for (const [name, g] of Object.entries(ga.grads))
+    const gk = await kept.gradients(mbs, loss)
+    for (const [name, g] of Object.entries(ga.grads)) {
       expect(relErr(gb.grads[name]!, g), name).to.be.below(0.1)
+      expect(relErr(gk.grads[name]!, g), `${name} (kept softmax)`).to.be.below(0.1)
+    }
+    kept.dispose()
     const da = await update(cpu)
     const db = await update(gpu)
     expect(cosine(db, da)).to.be.above(0.95)
