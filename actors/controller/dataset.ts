@@ -3,23 +3,14 @@
  * seeded shuffled order. Its position is part of the controller's checkpoint, so a recovered run
  * continues with the next task, not from the start.
  */
+import { rng } from '../../runtime/rng.ts'
 
 export interface DatasetState {
   epoch: number
   index: number
 }
 
-/** mulberry32: a small seeded PRNG (reproducible shuffles across runs and restarts). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+export { rng }
 
 export class TaskDataset {
   private order: string[] = []

@@ -2,19 +2,11 @@
  * Seeded inputs of the GPU benchmarks, the recipe of bench/reference/ppo_ref.py (same distributions, not
  * the same numbers: each side has its own generator).
  */
-import type { PackedBatch, PpoMicroBatch } from '../../native/index.ts'
 
-/** mulberry32: a small seeded PRNG in [0, 1). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+import type { PackedBatch, PpoMicroBatch } from '../../native/index.ts'
+import { rng } from '../../runtime/rng.ts'
+
+export { rng }
 
 /** Random ids in [0, vocab) for sequences of the given lengths, packed in one row. */
 export function packedBatch(lengths: readonly number[], vocab: number, seed: number): PackedBatch {

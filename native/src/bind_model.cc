@@ -317,11 +317,32 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return idx;
   }
 
-  // Claims an update group for the call (released with the model).
-  static void claim(const std::shared_ptr<Comm>& g) {
-    bool expected = false;
-    TRN_CHECK(g->busy.compare_exchange_strong(expected, true), "TRN_ERR_BUSY",
-              "the update group is running another collective call");
+  // Like queue(), also claiming an update group `g` (if any) for the call: TRN_ERR_BUSY when it runs another
+  // collective; released with the model when the call settles. `run` executes on the model's device.
+  Napi::Value queueWithGroup(const Napi::CallbackInfo& info, const std::shared_ptr<Comm>& g, std::function<void()> run) {
+    auto m = begin();
+    if (g) {
+      bool expected = false;
+      if (!g->busy.compare_exchange_strong(expected, true)) {
+        release()();
+        TRN_FAIL("TRN_ERR_BUSY", "the update group is running another collective call");
+      }
+    }
+    auto done = release();
+    auto w = new PromiseWorker(
+        info.Env(),
+        [dev = m->device(), run = std::move(run)] {
+          c10::DeviceGuard dg(dev);
+          at::NoGradGuard ng;
+          run();
+        },
+        nullptr, [done, g] {
+          done();
+          if (g) g->busy = false;
+        });
+    w->keep(info.This().As<Napi::Object>());
+    w->Queue();
+    return w->promise();
   }
 
   // publishParameters({group?, names?, dtype, root}): every rank of the model's own group calls it (the
@@ -339,35 +360,15 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
         TRN_CHECK(g->rank() == root, "TRN_ERR_ARG",
                   "the publishing rank must be the root (" + std::to_string(root) + ") of the update group, it is rank " +
                       std::to_string(g->rank()));
-      auto m = begin();
-      if (g) {
-        try {
-          claim(g);
-        } catch (...) {
-          release()();
-          throw;
+      auto m = model_;
+      return queueWithGroup(info, g, [m, g, idx, dtype, root] {
+        const auto& full = m->store.materialize(false, /*masters=*/true);
+        for (int i : idx) {
+          auto t = m->fullParameter(i, full[i]).to(dtype).contiguous();  // collective over tp
+          if (g) g->broadcast(t, root);
         }
-      }
-      auto done = release();
-      auto w = new PromiseWorker(
-          info.Env(),
-          [m, g, idx, dtype, root] {
-            c10::DeviceGuard dg(m->device());
-            at::NoGradGuard ng;
-            const auto& full = m->store.materialize(false, /*masters=*/true);
-            for (int i : idx) {
-              auto t = m->fullParameter(i, full[i]).to(dtype).contiguous();  // collective over tp
-              if (g) g->broadcast(t, root);
-            }
-            m->store.release();
-          },
-          nullptr, [done, g] {
-            done();
-            if (g) g->busy = false;
-          });
-      w->keep(info.This().As<Napi::Object>());
-      w->Queue();
-      return w->promise();
+        m->store.release();
+      });
     });
   }
 
@@ -385,35 +386,17 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       TRN_CHECK(has(o, "group"), "TRN_ERR_ARG", "receiveParameters needs the update group");
       auto g = groupFrom(info.Env(), o.Get("group"));
       TRN_CHECK(g->rank() != root, "TRN_ERR_ARG", "the receiving rank cannot be the root of the update group");
-      auto m = begin();
-      try {
-        claim(g);
-      } catch (...) {
-        release()();
-        throw;
-      }
-      auto done = release();
-      auto w = new PromiseWorker(
-          info.Env(),
-          [m, g, idx, dtype, root] {
-            c10::DeviceGuard dg(m->device());
-            at::NoGradGuard ng;
-            // Received in full first: a failed transfer leaves the weights as they were.
-            std::vector<at::Tensor> got;
-            for (int i : idx) {
-              auto t = at::empty(m->store.specs()[i].shape, at::TensorOptions().dtype(dtype).device(g->device()));
-              g->broadcast(t, root);
-              got.push_back(t);
-            }
-            for (size_t k = 0; k < idx.size(); k++) m->store.setFull(idx[k], got[k]);
-          },
-          nullptr, [done, g] {
-            done();
-            g->busy = false;
-          });
-      w->keep(info.This().As<Napi::Object>());
-      w->Queue();
-      return w->promise();
+      auto m = model_;
+      return queueWithGroup(info, g, [m, g, idx, dtype, root] {
+        // Received in full first: a failed transfer leaves the weights as they were.
+        std::vector<at::Tensor> got;
+        for (int i : idx) {
+          auto t = at::empty(m->store.specs()[i].shape, at::TensorOptions().dtype(dtype).device(g->device()));
+          g->broadcast(t, root);
+          got.push_back(t);
+        }
+        for (size_t k = 0; k < idx.size(); k++) m->store.setFull(idx[k], got[k]);
+      });
     });
   }
 

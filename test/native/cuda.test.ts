@@ -4,15 +4,14 @@
  * float32 rounding (≤ 1e-4 relative); bf16 compute (flash attention) against float32 to bf16 rounding
  * (≤ 2e-2 on log-probs); float64 sharded over 2 GPUs with NCCL against 1 rank to summation order (1e-8).
  */
-import { type ChildProcess, spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { expect } from 'chai'
 import { buildInfo, createModel, cudaDeviceCount, type Model } from '../../native/index.ts'
 import { runShare, type ShareResult } from '../fixtures/native/dist-shared.ts'
-import { debugConfig, maxAbsDiff, microBatch, packed } from './helpers.ts'
+import { cosine, debugConfig, freePort, maxAbsDiff, microBatch, packed, relErr, runRanks } from './helpers.ts'
 
 const V = 512
 const config = debugConfig({ vocab_size: V, tie_word_embeddings: false, eos_token_id: V - 1 })
@@ -25,28 +24,6 @@ const gpus = (() => {
     return 0
   }
 })()
-
-function relErr(got: ArrayLike<number>, want: ArrayLike<number>): number {
-  let num = 0
-  let den = 0
-  for (let i = 0; i < want.length; i++) {
-    num += (got[i]! - want[i]!) ** 2
-    den += want[i]! ** 2
-  }
-  return Math.sqrt(num / Math.max(den, 1e-300))
-}
-
-function cosine(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let ab = 0
-  let aa = 0
-  let bb = 0
-  for (let i = 0; i < a.length; i++) {
-    ab += a[i]! * b[i]!
-    aa += a[i]! ** 2
-    bb += b[i]! ** 2
-  }
-  return ab / Math.sqrt(aa * bb)
-}
 
 async function update(m: Model): Promise<number[]> {
   const before = await m.parameters()
@@ -175,34 +152,19 @@ describe('two GPUs in one NCCL group against one rank', function () {
   })
 
   const worker = new URL('../fixtures/native/dist-worker.ts', import.meta.url).pathname
-  function freePort(): Promise<number> {
-    return new Promise((ok, bad) => {
-      const s = createServer()
-      s.on('error', bad)
-      s.listen(0, '127.0.0.1', () => {
-        const port = (s.address() as { port: number }).port
-        s.close(() => ok(port))
-      })
-    })
-  }
+
   async function ranks(env: Record<string, string>): Promise<ShareResult[]> {
     const rdv = `tcp:127.0.0.1:${await freePort()}`
-    const exits = [0, 1].map((rank) => {
-      const c = spawn(
-        process.execPath,
-        ['--import', 'tsx', worker, String(rank), '2', rdv, join(dir, `rank${rank}.json`), join(dir, 'ckpt')],
-        { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, TRN_TEST_BACKEND: 'nccl', ...env } },
-      )
-      children.push(c)
-      let err = ''
-      c.stderr!.on('data', (d) => {
-        err += d
-      })
-      return new Promise<void>((ok, bad) =>
-        c.on('exit', (code) => (code === 0 ? ok() : bad(new Error(`rank ${rank} exited ${code}: ${err}`)))),
-      )
-    })
-    await Promise.all(exits)
+    await runRanks(
+      worker,
+      2,
+      (r) => [String(r), '2', rdv, join(dir, `rank${r}.json`), join(dir, 'ckpt')],
+      children,
+      {
+        TRN_TEST_BACKEND: 'nccl',
+        ...env,
+      },
+    )
     return [0, 1].map((r) => JSON.parse(readFileSync(join(dir, `rank${r}.json`), 'utf8')) as ShareResult)
   }
 
@@ -228,25 +190,9 @@ describe('two GPUs in one NCCL group against one rank', function () {
       createModel({ config: c, seed, dtype: 'float64', device: 'cuda:0' }),
     )
     const tpWorker = new URL('../fixtures/native/tp-worker.ts', import.meta.url).pathname
-    const exits = [0, 1].map((rank) => {
-      const c = spawn(
-        process.execPath,
-        ['--import', 'tsx', tpWorker, String(rank), '2', '2', dir, join(dir, `tp${rank}.json`)],
-        {
-          stdio: ['ignore', 'ignore', 'pipe'],
-          env: { ...process.env, TRN_TEST_BACKEND: 'nccl' },
-        },
-      )
-      children.push(c)
-      let err = ''
-      c.stderr!.on('data', (d) => {
-        err += d
-      })
-      return new Promise<void>((ok, bad) =>
-        c.on('exit', (code) => (code === 0 ? ok() : bad(new Error(`rank ${rank} exited ${code}: ${err}`)))),
-      )
+    await runRanks(tpWorker, 2, (r) => [String(r), '2', '2', dir, join(dir, `tp${r}.json`)], children, {
+      TRN_TEST_BACKEND: 'nccl',
     })
-    await Promise.all(exits)
     for (const r of [0, 1]) {
       const got = JSON.parse(readFileSync(join(dir, `tp${r}.json`), 'utf8')) as ShareResult
       for (const [name, w] of Object.entries(single.params))

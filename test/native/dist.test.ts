@@ -1,25 +1,13 @@
-import { type ChildProcess, spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { expect } from 'chai'
 import { createModel, initProcessGroup, loadModel } from '../../native/index.ts'
 import { runShare, type ShareResult } from '../fixtures/native/dist-shared.ts'
-import { maxAbsDiff } from './helpers.ts'
+import { freePort, maxAbsDiff, runRanks } from './helpers.ts'
 
 const worker = new URL('../fixtures/native/dist-worker.ts', import.meta.url).pathname
-
-function freePort(): Promise<number> {
-  return new Promise((ok, bad) => {
-    const s = createServer()
-    s.on('error', bad)
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => ok(port))
-    })
-  })
-}
 
 describe('two Gloo ranks against one rank', () => {
   let dir: string
@@ -39,23 +27,13 @@ describe('two Gloo ranks against one rank', () => {
     rmSync(dir, { recursive: true, force: true })
   })
 
-  async function runRanks(rdv: string): Promise<ShareResult[]> {
-    const exits = [0, 1].map((rank) => {
-      const c = spawn(
-        process.execPath,
-        ['--import', 'tsx', worker, String(rank), '2', rdv, join(dir, `rank${rank}.json`), join(dir, 'ckpt')],
-        { stdio: ['ignore', 'ignore', 'pipe'] },
-      )
-      children.push(c)
-      let err = ''
-      c.stderr!.on('data', (d) => {
-        err += d
-      })
-      return new Promise<void>((ok, bad) =>
-        c.on('exit', (code) => (code === 0 ? ok() : bad(new Error(`rank ${rank} exited ${code}: ${err}`)))),
-      )
-    })
-    await Promise.all(exits)
+  async function twoRanks(rdv: string): Promise<ShareResult[]> {
+    await runRanks(
+      worker,
+      2,
+      (r) => [String(r), '2', rdv, join(dir, `rank${r}.json`), join(dir, 'ckpt')],
+      children,
+    )
     return [0, 1].map((r) => JSON.parse(readFileSync(join(dir, `rank${r}.json`), 'utf8')) as ShareResult)
   }
 
@@ -77,7 +55,7 @@ describe('two Gloo ranks against one rank', () => {
 
   it('should end with the same weights after 3 steps over a FileStore rendezvous', async function () {
     this.timeout(120_000)
-    const [r0, r1] = await runRanks(`file:${join(dir, 'store')}`)
+    const [r0, r1] = await twoRanks(`file:${join(dir, 'store')}`)
     // each rank holds about half of the parameters (padding adds < 1 element per tensor)
     expect(single.shardNumel).to.equal(single.numParams)
     for (const r of [r0!, r1!]) {
@@ -98,7 +76,7 @@ describe('two Gloo ranks against one rank', () => {
 
   it('should end with the same weights over a TCPStore rendezvous', async function () {
     this.timeout(120_000)
-    const [r0] = await runRanks(`tcp:127.0.0.1:${await freePort()}`)
+    const [r0] = await twoRanks(`tcp:127.0.0.1:${await freePort()}`)
     expectSameAsSingle(r0!)
   })
 })

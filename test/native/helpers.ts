@@ -1,6 +1,10 @@
 /** Shared fixtures of the native tests: the debug config, a seeded PRNG, packed batches, comparisons. */
+
+import { type ChildProcess, spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
+import { createServer } from 'node:net'
 import type { HfQwen3Config, PackedBatch, PpoMicroBatch } from '../../native/index.ts'
+import { rng } from '../../runtime/rng.ts'
 
 export const debugConfigPath = new URL('../../configs/models/qwen3-debug/config.json', import.meta.url)
   .pathname
@@ -10,17 +14,7 @@ export function debugConfig(over: Partial<HfQwen3Config> = {}): HfQwen3Config {
   return { ...(JSON.parse(readFileSync(debugConfigPath, 'utf8')) as HfQwen3Config), ...over }
 }
 
-/** mulberry32: a small seeded PRNG in [0, 1). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+export { rng }
 
 /** Random sequences of the given lengths packed in one row. */
 export function packed(lengths: number[], vocab: number, seed: number): PackedBatch {
@@ -77,4 +71,69 @@ export function pairs(a: ArrayLike<number>, b: ArrayLike<number>, n = 5): string
   const out: string[] = []
   for (let i = 0; i < Math.min(n, a.length); i++) out.push(`${a[i]} vs ${b[i]}`)
   return out.join(', ')
+}
+
+/** ‖got − want‖ / ‖want‖ (0-safe). */
+export function relErr(got: ArrayLike<number>, want: ArrayLike<number>): number {
+  let num = 0
+  let den = 0
+  for (let i = 0; i < want.length; i++) {
+    num += (got[i]! - want[i]!) ** 2
+    den += want[i]! ** 2
+  }
+  return Math.sqrt(num / Math.max(den, 1e-300))
+}
+
+/** Cosine of the angle between two vectors (direction agreement of two updates). */
+export function cosine(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let ab = 0
+  let aa = 0
+  let bb = 0
+  for (let i = 0; i < a.length; i++) {
+    ab += a[i]! * b[i]!
+    aa += a[i]! ** 2
+    bb += b[i]! ** 2
+  }
+  return ab / Math.sqrt(aa * bb)
+}
+
+/** A TCP port that was free a moment ago (for a TCPStore rendezvous). */
+export function freePort(): Promise<number> {
+  return new Promise((ok, bad) => {
+    const s = createServer()
+    s.on('error', bad)
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port
+      s.close(() => ok(port))
+    })
+  })
+}
+
+/**
+ * Runs `n` rank processes of a worker script (`node --import tsx worker …args(rank)`), each pushed onto
+ * `children` (for the caller's cleanup); resolves when all exit 0, rejects with the first failing rank's
+ * stderr.
+ */
+export async function runRanks(
+  worker: string,
+  n: number,
+  args: (rank: number) => string[],
+  children: ChildProcess[],
+  env: Record<string, string> = {},
+): Promise<void> {
+  const exits = Array.from({ length: n }, (_, rank) => {
+    const c = spawn(process.execPath, ['--import', 'tsx', worker, ...args(rank)], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...process.env, ...env },
+    })
+    children.push(c)
+    let err = ''
+    c.stderr!.on('data', (d) => {
+      err += d
+    })
+    return new Promise<void>((ok, bad) =>
+      c.on('exit', (code) => (code === 0 ? ok() : bad(new Error(`rank ${rank} exited ${code}: ${err}`)))),
+    )
+  })
+  await Promise.all(exits)
 }

@@ -6,34 +6,12 @@
  */
 import { expect } from 'chai'
 import { buildInfo, createModel, cudaDeviceCount, initProcessGroup } from '../../native/index.ts'
-import { debugConfig, maxAbsDiff, microBatch, packed } from './helpers.ts'
+import { cosine, debugConfig, maxAbsDiff, microBatch, packed, relErr } from './helpers.ts'
 
 const V = 256
 const config = debugConfig({ vocab_size: V, tie_word_embeddings: true, eos_token_id: V - 1 })
 const loss = { epsClip: 0.2, behavImpWeightCap: 4 }
 const optim = { lr: 1e-2, weightDecay: 0.1, maxGradNorm: 1 }
-
-function relErr(got: ArrayLike<number>, want: ArrayLike<number>): number {
-  let num = 0
-  let den = 0
-  for (let i = 0; i < want.length; i++) {
-    num += (got[i]! - want[i]!) ** 2
-    den += want[i]! ** 2
-  }
-  return Math.sqrt(num / Math.max(den, 1e-300))
-}
-
-function cosine(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let ab = 0
-  let aa = 0
-  let bb = 0
-  for (let i = 0; i < a.length; i++) {
-    ab += a[i]! * b[i]!
-    aa += a[i]! ** 2
-    bb += b[i]! ** 2
-  }
-  return ab / Math.sqrt(aa * bb)
-}
 
 async function rejection(p: Promise<unknown>): Promise<Error & { code?: string }> {
   try {

@@ -3,14 +3,14 @@
  * of child processes: tp = 2, and dp = 2 × tp = 2 (4 processes). Same weights after 3 PPO steps (AdamW,
  * clipping, schedule), same stats and log-probs, up to summation order.
  */
-import { type ChildProcess, spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { expect } from 'chai'
 import { createModel, initProcessGroup } from '../../native/index.ts'
 import { config, runShare, type ShareResult } from '../fixtures/native/dist-shared.ts'
-import { maxAbsDiff } from './helpers.ts'
+import { maxAbsDiff, runRanks } from './helpers.ts'
 
 const worker = new URL('../fixtures/native/tp-worker.ts', import.meta.url).pathname
 
@@ -33,31 +33,12 @@ describe('tensor-parallel ranks against one rank', function () {
   })
 
   async function ranks(world: number, tp: number): Promise<ShareResult[]> {
-    const exits = Array.from({ length: world }, (_, rank) => {
-      const c = spawn(
-        process.execPath,
-        [
-          '--import',
-          'tsx',
-          worker,
-          String(rank),
-          String(world),
-          String(tp),
-          dir,
-          join(dir, `rank${rank}.json`),
-        ],
-        { stdio: ['ignore', 'ignore', 'pipe'] },
-      )
-      children.push(c)
-      let err = ''
-      c.stderr!.on('data', (d) => {
-        err += d
-      })
-      return new Promise<void>((ok, bad) =>
-        c.on('exit', (code) => (code === 0 ? ok() : bad(new Error(`rank ${rank} exited ${code}: ${err}`)))),
-      )
-    })
-    await Promise.all(exits)
+    await runRanks(
+      worker,
+      world,
+      (r) => [String(r), String(world), String(tp), dir, join(dir, `rank${r}.json`)],
+      children,
+    )
     return Array.from(
       { length: world },
       (_, r) => JSON.parse(readFileSync(join(dir, `rank${r}.json`), 'utf8')) as ShareResult,
