@@ -170,14 +170,14 @@ StepStats ppoStep(Model& model, std::vector<MicroBatch>& mbs, const PpoLossConfi
   if (model.tpSize() > 1) {
     // Split parameters' shards differ across tp ranks (summed over tp and dp); replicated ones are equal on
     // every tp rank (summed over dp only).
-    double split = 0, rep = 0;
+    // sums on the device, one host read at the end
+    auto acc = at::zeros({2}, at::TensorOptions().dtype(at::kDouble).device(st.device()));
     for (size_t i = 0; i < st.specs().size(); i++) {
       auto [off, len] = st.shardRange(static_cast<int>(i));
       if (len == 0) continue;
-      double v = g.narrow(0, off, len).to(at::kDouble).pow(2).sum().item<double>();
-      (st.specs()[i].splitDim >= 0 ? split : rep) += v;
+      acc[st.specs()[i].splitDim >= 0 ? 0 : 1].add_(at::linalg_vector_norm(g.narrow(0, off, len), 2, c10::nullopt, false, at::kDouble).pow(2));
     }
-    auto a = at::tensor(std::vector<double>{split, rep}, at::kDouble);
+    auto a = acc.to(at::kCPU);
     if (st.worldSize() > 1) st.comm()->allreduceSum(a);
     auto sp = a.narrow(0, 0, 1).clone();
     model.run.tp->allreduceSum(sp);
