@@ -85,6 +85,27 @@ describe('scheduler plans and command lines', () => {
       expect(new Set(t.map((p) => p.env.AREAL_RDZV))).to.deep.equal(new Set(['/runs/x/rdzv']))
     })
 
+    it('should tell trainers their tensor-parallel size and the SGLang servers to publish to by broadcast', () => {
+      const t = plan.procs.filter((p) => p.role === 'trainer')
+      const servers = plan.procs.filter((p) => p.role === 'server').map((p) => p.url)
+      for (const p of t) {
+        expect(p.env.AREAL_TP_SIZE).to.equal('1')
+        const list = JSON.parse(p.env.AREAL_PUBLISH_ENGINES!) as { url: string; tpSize: number }[]
+        expect(list.map((e) => e.url)).to.deep.equal(servers)
+        expect(list.map((e) => e.tpSize)).to.deep.equal([2, 2, 2])
+      }
+      const tp = planJob(
+        cfgOf('allocation_mode=sglang:d1t2+archon:d2t2', 'cluster.n_gpus_per_node=8', 'engine.model.path=/m'),
+        { runDir: '/r', hosts: ['n0'] },
+      ).procs.filter((p) => p.role === 'trainer')
+      expect(tp.map((p) => [p.env.AREAL_RANK, p.env.AREAL_WORLD_SIZE, p.env.AREAL_TP_SIZE])).to.deep.equal([
+        ['0', '4', '2'],
+        ['1', '4', '2'],
+        ['2', '4', '2'],
+        ['3', '4', '2'],
+      ])
+    })
+
     it('should refuse a plan that needs more nodes than the scheduler has', () => {
       expect(() => planJob(cfg, { runDir: '/r', hosts: ['n0'] })).to.throw(
         /uses 2 nodes but the scheduler has 1/,
