@@ -141,6 +141,9 @@ class Model {
 
   at::ScalarType computeType() const;  // of logits/scores: float64 for f64 models, else float32
 
+  /** Drops the checkpointed layers' closures (and the tables they hold) once their backward has run. */
+  void releaseCheckpoints() const { keepAlive_.clear(); }
+
  private:
   // Checkpointed layers' closures, alive until the next hidden() (their backward runs in between).
   mutable std::vector<std::shared_ptr<std::function<at::Tensor(const at::Tensor&)>>> keepAlive_;

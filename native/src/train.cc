@@ -124,6 +124,7 @@ PpoSums accumulateGrads(Model& model, const Weights& w, std::vector<MicroBatch>&
     }
     l.backward();
     model.backwardThroughScores(w, h, mb.batch, temperature, lpLeaf.grad(), keep ? &probs : nullptr, sc.logprobs);
+    model.releaseCheckpoints();
     model.store.flushGrads();  // compute-dtype gradients → the float32 accumulator, per micro-batch
   }
   reduceSums(comm, sums);
