@@ -93,6 +93,12 @@ export interface PpoLossConfig {
   behavImpWeightMode?: 'mask' | 'clamp'
   /** Sequence-level ratio (GSPO), default false. */
   sequenceLevel?: boolean
+  /**
+   * Entropy bonus c ≥ 0: loss −= c · Σ_mask H / (loss tokens), H the entropy of the distribution that
+   * predicted each loss token (at `temperature`); reported inside `loss`. Default 0 (off). Uses the chunked
+   * head backward (not keepSoftmax's).
+   */
+  entropyCoef?: number
   /** Temperature of the log-probs; must equal the sampling temperature. Default 1. */
   temperature?: number
 }

@@ -40,6 +40,7 @@ export const trainerSchema = c.obj({
     behav_imp_weight_cap: c.num(5, { min: 0, doc: 'cap of πprox/πbehave; 0 = no cap' }),
     behav_imp_weight_mode: c.enum(['mask', 'clamp'] as const, 'mask'),
     sequence_level: c.bool(false, { doc: 'GSPO: one ratio per sequence' }),
+    entropy_coef: c.num(0, { min: 0, doc: 'entropy bonus: loss −= c · mean entropy over loss tokens' }),
     temperature: c.num(1, { min: 0, doc: 'must equal the sampling temperature (gconfig.temperature)' }),
     minibatches: c.int(1, { min: 1, doc: 'optimizer steps per train step (the batch split by tokens)' }),
     mb_max_tokens: c.int(8192, { min: 2, doc: 'token budget of one micro-batch (forward/backward unit)' }),
@@ -84,6 +85,7 @@ export function lossConfig(cfg: TrainerConfig): PpoLossConfig {
     behavImpWeightCap: p.behav_imp_weight_cap,
     behavImpWeightMode: p.behav_imp_weight_mode,
     sequenceLevel: p.sequence_level,
+    entropyCoef: p.entropy_coef,
     // greedy sampling (0) reports log-probs at temperature 1
     temperature: p.temperature > 0 ? p.temperature : 1,
   }

@@ -154,6 +154,7 @@ PpoLossConfig readLoss(const Napi::Object& o, double& temperature) {
   c.behavImpWeightCap = num(o, "behavImpWeightCap", 0);
   c.behavImpWeightMode = str(o, "behavImpWeightMode", "mask");
   c.sequenceLevel = flag(o, "sequenceLevel", false);
+  c.entropyCoef = num(o, "entropyCoef", 0);
   temperature = num(o, "temperature", 1.0);
   c.validate();
   return c;

@@ -507,7 +507,7 @@ Scores Model::score(const Weights& w, const at::Tensor& hidden, const PackedBatc
 
 void Model::backwardThroughScores(const Weights& w, const at::Tensor& hidden, const PackedBatch& b, double temperature,
                                   const at::Tensor& gradLogprobs, at::Tensor* probs,
-                                  const at::Tensor& logprobs) const {
+                                  const at::Tensor& logprobs, const at::Tensor& gradEntropy) const {
   // By hand rather than through autograd, chunk by chunk: with z = h·Wᵀ/τ and lp = log_softmax(z)[target],
   // d lp / d z = onehot(target) − softmax(z), so for g = d loss / d lp:
   //   dz = g·(onehot − p)/τ,  dh = dz·W,  dW += dzᵀ·h
@@ -533,6 +533,10 @@ void Model::backwardThroughScores(const Weights& w, const at::Tensor& hidden, co
     if (G.defined()) G.addmm_(dzT, h);
     else G = at::mm(dzT, h);
   };
+  const bool withEntropy = gradEntropy.defined();
+  TRN_CHECK(!(withEntropy && probs && probs->defined()), "TRN_ERR_ARG",
+            "an entropy term needs the chunked head backward (keepSoftmax off)");
+  at::Tensor ge = withEntropy ? gradEntropy.to(device()).to(ct) : at::Tensor();
   if (probs && probs->defined()) {
     // From the kept softmax, in place and whole-batch: dz = −(g/τ)·p, then the target entries — where p is
     // near 1 for a confident model and 1 − p must not cancel in half precision — exactly as
@@ -556,7 +560,7 @@ void Model::backwardThroughScores(const Weights& w, const at::Tensor& hidden, co
     hidden.backward(dh);
     return;
   }
-  auto lossRows = g.ne(0);
+  auto lossRows = withEntropy ? g.ne(0).logical_or(ge.ne(0)) : g.ne(0);
   for (int64_t c0 = 0; c0 < n; c0 += C) {
     const int64_t m = std::min(C, n - c0);
     auto rows = srcT.narrow(0, c0, m), dstc = dstT.narrow(0, c0, m);
@@ -567,9 +571,18 @@ void Model::backwardThroughScores(const Weights& w, const at::Tensor& hidden, co
     auto tgt = ids.index_select(0, dstc).unsqueeze(1);
     at::Tensor dzc;
     {
-      auto p = at::softmax(logits(w, hc, temperature), -1);                  // [m, V], float32
+      auto lsm = at::log_softmax(logits(w, hc, temperature), -1);            // [m, V], float32
+      auto p = lsm.exp();
+      at::Tensor ent;
+      if (withEntropy) {
+        // H = −Σ p·log p, dH/dz_j = −p_j·(log p_j + H): the term e·dH/dz for e = d loss / d H
+        auto gec = ge.index_select(0, dstc).unsqueeze(1);
+        auto Hc = -(p * lsm).sum(-1, true);
+        ent = p * (lsm + Hc) * (-gec);
+      }
       auto dz = p.mul_(-gc.unsqueeze(1));                                     // −g·p
       dz.scatter_add_(1, tgt, gc.unsqueeze(1));                               // + g·onehot
+      if (withEntropy) dz.add_(ent);
       if (temperature != 1.0) dz.div_(temperature);
       dzc = dz.to(cd);
     }

@@ -126,12 +126,14 @@ class Model {
 
   /**
    * Backward of a loss that depends on the per-token log-probs only through `gradLogprobs` ([T], d loss /
-   * d logprob[i]): recomputes logits chunk by chunk so the [T × V] logits never exist at once, adds the
+   * d logprob[i]) and, when `gradEntropy` is given, on the per-token entropies ([T], d loss / d H[i]; not
+   * with `probs`): recomputes logits chunk by chunk so the [T × V] logits never exist at once, adds the
    * head's gradient in place into its .grad, and back-propagates d loss / d hidden through `hidden`'s graph.
    */
   void backwardThroughScores(const Weights& w, const at::Tensor& hidden, const PackedBatch& b, double temperature,
                              const at::Tensor& gradLogprobs, at::Tensor* probs = nullptr,
-                             const at::Tensor& logprobs = at::Tensor()) const;
+                             const at::Tensor& logprobs = at::Tensor(),
+                             const at::Tensor& gradEntropy = at::Tensor()) const;
 
   /** Whether training keeps the score pass's probabilities (run.keepSoftmax, half precision on CUDA). */
   bool keepsProbs() const;

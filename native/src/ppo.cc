@@ -12,6 +12,7 @@ void PpoLossConfig::validate() const {
   TRN_CHECK(behavImpWeightCap >= 0, "TRN_ERR_ARG", "behavImpWeightCap must be >= 0 (0 = off)");
   TRN_CHECK(behavImpWeightMode == "mask" || behavImpWeightMode == "clamp", "TRN_ERR_ARG",
             "behavImpWeightMode must be 'mask' or 'clamp'");
+  TRN_CHECK(entropyCoef >= 0, "TRN_ERR_ARG", "entropyCoef must be >= 0 (0 = off)");
 }
 
 at::Tensor ppoLoss(const at::Tensor& logprobs, const at::Tensor& prox, const at::Tensor& behave, const at::Tensor& adv,

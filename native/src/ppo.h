@@ -21,6 +21,10 @@ struct PpoLossConfig {
   double behavImpWeightCap = 0;  // 0: no cap
   std::string behavImpWeightMode = "mask";  // "mask" | "clamp"
   bool sequenceLevel = false;
+  // Entropy bonus: loss −= entropyCoef · Σ_mask H / denom, H the entropy of the distribution that predicted
+  // each loss token (at the loss temperature). 0: off. Applied by the model's training step (ppoLoss itself
+  // sees only log-probs).
+  double entropyCoef = 0;
   void validate() const;
 };
 

@@ -112,18 +112,27 @@ PpoSums accumulateGrads(Model& model, const Weights& w, std::vector<MicroBatch>&
     auto pos = mb.batch.positions();
     auto h = model.hidden(w, mb.batch.ids, pos, model.attention(mb.batch));
     at::Tensor probs;
-    const bool keep = model.keepsProbs();
+    const bool keep = model.keepsProbs() && loss.entropyCoef == 0;
     auto sc = model.score(w, h.detach(), mb.batch, temperature, keep ? &probs : nullptr);
     // The loss itself is tiny ([T] values): float64 on the CPU, on every device.
     auto lpLeaf = sc.logprobs.to(at::kCPU).to(at::kDouble).detach().requires_grad_(true);
     auto l = ppoLoss(lpLeaf, mb.prox, mb.behave, mb.adv, mb.mask, mb.batch.seqIndex(), mb.batch.numSeqs(), denom, loss,
                      sums);
+    at::Tensor gradEntropy;
     {
       at::NoGradGuard ng;
-      sums.entropySum += (sc.entropy.to(at::kCPU).to(at::kDouble) * mb.mask.to(at::kDouble)).sum().item<double>();
+      auto maskD = mb.mask.to(at::kDouble);
+      const double entSum = (sc.entropy.to(at::kCPU).to(at::kDouble) * maskD).sum().item<double>();
+      sums.entropySum += entSum;
+      if (loss.entropyCoef > 0) {
+        // the entropy bonus: loss −= c · Σ_mask H / denom
+        sums.loss -= loss.entropyCoef * entSum / denom;
+        gradEntropy = maskD * (-loss.entropyCoef / denom);
+      }
     }
     l.backward();
-    model.backwardThroughScores(w, h, mb.batch, temperature, lpLeaf.grad(), keep ? &probs : nullptr, sc.logprobs);
+    model.backwardThroughScores(w, h, mb.batch, temperature, lpLeaf.grad(), keep ? &probs : nullptr, sc.logprobs,
+                                gradEntropy);
     model.releaseCheckpoints();
     model.store.flushGrads();  // compute-dtype gradients → the float32 accumulator, per micro-batch
   }

@@ -22,6 +22,11 @@ const variants: { name: string; over: Partial<HfQwen3Config>; loss?: PpoLossConf
   },
   { name: 'tied embeddings', over: { vocab_size: 64 } },
   { name: 'tied embeddings, sequence-level ratio', over: { vocab_size: 64 }, loss: { sequenceLevel: true } },
+  {
+    name: 'untied head, entropy bonus',
+    over: { vocab_size: 64, tie_word_embeddings: false },
+    loss: { entropyCoef: 0.3 },
+  },
 ]
 
 async function lossAt(model: Model, mbs: PpoMicroBatch[], cfg: PpoLossConfig): Promise<number> {
