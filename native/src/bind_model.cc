@@ -54,16 +54,33 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       if (auto* c = m->store.comm()) c->busy = false;
     };
   }
-  Napi::Value queue(const Napi::CallbackInfo& info, std::function<void()> run, std::function<Napi::Value(Napi::Env)> res) {
-    // Work runs on a libuv thread: make the model's device current there.
+  // Runs `run` on a libuv thread with the model's device current, then settles with `res`; the model (and
+  // `group`, an update group claimed with claim()) is released when the call settles.
+  Napi::Value queue(const Napi::CallbackInfo& info, std::function<void()> run, std::function<Napi::Value(Napi::Env)> res,
+                    std::shared_ptr<Comm> group = nullptr) {
     auto onDevice = [dev = model_->device(), run = std::move(run)] {
       c10::DeviceGuard g(dev);
       run();
     };
-    auto w = new PromiseWorker(info.Env(), std::move(onDevice), std::move(res), release());
+    auto done = release();
+    auto w = new PromiseWorker(info.Env(), std::move(onDevice), std::move(res), [done, group] {
+      done();
+      if (group) group->busy = false;
+    });
     w->keep(info.This().As<Napi::Object>());
     w->Queue();
     return w->promise();
+  }
+
+  // After begin(): claims an update group for the call too (TRN_ERR_BUSY, releasing the model, when it
+  // runs another collective). A null group claims nothing.
+  void claim(const std::shared_ptr<Comm>& g) {
+    if (!g) return;
+    bool expected = false;
+    if (!g->busy.compare_exchange_strong(expected, true)) {
+      release()();
+      TRN_FAIL("TRN_ERR_BUSY", "the update group is running another collective call");
+    }
   }
 
   Napi::Value Info(const Napi::CallbackInfo& info) {
@@ -317,34 +334,6 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return idx;
   }
 
-  // Like queue(), also claiming an update group `g` (if any) for the call: TRN_ERR_BUSY when it runs another
-  // collective; released with the model when the call settles. `run` executes on the model's device.
-  Napi::Value queueWithGroup(const Napi::CallbackInfo& info, const std::shared_ptr<Comm>& g, std::function<void()> run) {
-    auto m = begin();
-    if (g) {
-      bool expected = false;
-      if (!g->busy.compare_exchange_strong(expected, true)) {
-        release()();
-        TRN_FAIL("TRN_ERR_BUSY", "the update group is running another collective call");
-      }
-    }
-    auto done = release();
-    auto w = new PromiseWorker(
-        info.Env(),
-        [dev = m->device(), run = std::move(run)] {
-          c10::DeviceGuard dg(dev);
-          at::NoGradGuard ng;
-          run();
-        },
-        nullptr, [done, g] {
-          done();
-          if (g) g->busy = false;
-        });
-    w->keep(info.This().As<Napi::Object>());
-    w->Queue();
-    return w->promise();
-  }
-
   // publishParameters({group?, names?, dtype, root}): every rank of the model's own group calls it (the
   // full parameters are gathered collectively); the rank that passes `group` — the `root` of that group —
   // broadcasts each named parameter, one tensor at a time in the order given, in `dtype`.
@@ -360,15 +349,20 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
         TRN_CHECK(g->rank() == root, "TRN_ERR_ARG",
                   "the publishing rank must be the root (" + std::to_string(root) + ") of the update group, it is rank " +
                       std::to_string(g->rank()));
-      auto m = model_;
-      return queueWithGroup(info, g, [m, g, idx, dtype, root] {
-        const auto& full = m->store.materialize(false, /*masters=*/true);
-        for (int i : idx) {
-          auto t = m->fullParameter(i, full[i]).to(dtype).contiguous();  // collective over tp
-          if (g) g->broadcast(t, root);
-        }
-        m->store.release();
-      });
+      auto m = begin();
+      claim(g);
+      return queue(
+          info,
+          [m, g, idx, dtype, root] {
+            at::NoGradGuard ng;
+            const auto& full = m->store.materialize(false, /*masters=*/true);
+            for (int i : idx) {
+              auto t = m->fullParameter(i, full[i]).to(dtype).contiguous();  // collective over tp
+              if (g) g->broadcast(t, root);
+            }
+            m->store.release();
+          },
+          nullptr, g);
     });
   }
 
@@ -386,17 +380,22 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       TRN_CHECK(has(o, "group"), "TRN_ERR_ARG", "receiveParameters needs the update group");
       auto g = groupFrom(info.Env(), o.Get("group"));
       TRN_CHECK(g->rank() != root, "TRN_ERR_ARG", "the receiving rank cannot be the root of the update group");
-      auto m = model_;
-      return queueWithGroup(info, g, [m, g, idx, dtype, root] {
-        // Received in full first: a failed transfer leaves the weights as they were.
-        std::vector<at::Tensor> got;
-        for (int i : idx) {
-          auto t = at::empty(m->store.specs()[i].shape, at::TensorOptions().dtype(dtype).device(g->device()));
-          g->broadcast(t, root);
-          got.push_back(t);
-        }
-        for (size_t k = 0; k < idx.size(); k++) m->store.setFull(idx[k], got[k]);
-      });
+      auto m = begin();
+      claim(g);
+      return queue(
+          info,
+          [m, g, idx, dtype, root] {
+            at::NoGradGuard ng;
+            // Received in full first: a failed transfer leaves the weights as they were.
+            std::vector<at::Tensor> got;
+            for (int i : idx) {
+              auto t = at::empty(m->store.specs()[i].shape, at::TensorOptions().dtype(dtype).device(g->device()));
+              g->broadcast(t, root);
+              got.push_back(t);
+            }
+            for (size_t k = 0; k < idx.size(); k++) m->store.setFull(idx[k], got[k]);
+          },
+          nullptr, g);
     });
   }
 

@@ -3,7 +3,8 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { createServer } from 'node:net'
-import type { HfQwen3Config, PackedBatch, PpoMicroBatch } from '../../native/index.ts'
+import { packedBatch } from '../../bench/gpu/inputs.ts'
+import type { HfQwen3Config, PpoMicroBatch } from '../../native/index.ts'
 import { rng } from '../../runtime/rng.ts'
 
 export const debugConfigPath = new URL('../../configs/models/qwen3-debug/config.json', import.meta.url)
@@ -14,20 +15,8 @@ export function debugConfig(over: Partial<HfQwen3Config> = {}): HfQwen3Config {
   return { ...(JSON.parse(readFileSync(debugConfigPath, 'utf8')) as HfQwen3Config), ...over }
 }
 
-export { rng }
-
-/** Random sequences of the given lengths packed in one row. */
-export function packed(lengths: number[], vocab: number, seed: number): PackedBatch {
-  const r = rng(seed)
-  const total = lengths.reduce((a, b) => a + b, 0)
-  const inputIds = new Int32Array(total)
-  for (let i = 0; i < total; i++) inputIds[i] = Math.floor(r() * vocab)
-  const cuSeqlens = new Int32Array(lengths.length + 1)
-  lengths.forEach((l, i) => {
-    cuSeqlens[i + 1] = cuSeqlens[i]! + l
-  })
-  return { inputIds, cuSeqlens }
-}
+/** Random sequences of the given lengths packed in one row (the GPU bench's recipe). */
+export { packedBatch as packed, rng }
 
 /** A PPO micro-batch: the first `prompt` tokens of each sequence are prompt (mask 0), the rest output. */
 export function microBatch(
@@ -36,7 +25,7 @@ export function microBatch(
   seed: number,
   opts: { prompt?: number; prox?: Float32Array; behaveNoise?: number } = {},
 ): PpoMicroBatch {
-  const b = packed(lengths, vocab, seed)
+  const b = packedBatch(lengths, vocab, seed)
   const r = rng(seed ^ 0x9e3779b9)
   const T = b.inputIds.length
   const lossMask = new Uint8Array(T)
