@@ -241,8 +241,8 @@ async function runController(cfg: RunConfig, runDir: string, configPath: string)
     // the engines start from the trainer's weights of the current version
     const v0 = loop.staleness.version
     const wdir = join(runDir, 'weights', `v${v0}`)
-    await ops.publish(v0, wdir)
-    await ops.loadWeights(wdir, v0)
+    const { loaded } = await ops.publish(v0, wdir)
+    await ops.loadWeights(wdir, v0, loaded)
     bar.set(loop.step)
     const end = await loop.run()
     bar.finish()

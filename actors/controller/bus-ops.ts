@@ -30,8 +30,6 @@ export function busOps(o: BusOpsOptions): LoopOps {
   const each = async (fn: (id: string) => Promise<unknown>) => {
     await Promise.all(proxies().map(fn))
   }
-  /** whether the last publish broadcast the weights to the engines (trainer publish_mode broadcast) */
-  let loaded = false
   return {
     rollouts: () => alive('rollout'),
     runGroup: (rollout, req) => a.ask(rollout, 'rollout:run', req, { timeoutMs: o.groupTimeoutMs }),
@@ -39,10 +37,10 @@ export function busOps(o: BusOpsOptions): LoopOps {
     pauseGeneration: () => each((p) => a.ask(p, 'proxy:pause', {})),
     publish: async (version, dir) => {
       const r = await a.ask(o.trainer, 'trainer:publish', { version, dir }, { timeoutMs: o.stepTimeoutMs })
-      loaded = r.loaded === true
+      return { loaded: r.loaded === true }
     },
     // after a broadcast publish the engines hold the weights: the proxies only take the new version
-    loadWeights: (dir, version) =>
+    loadWeights: (dir, version, loaded) =>
       each((p) =>
         a.ask(p, 'proxy:update_weights', { path: dir, version, loaded }, { timeoutMs: o.stepTimeoutMs }),
       ),

@@ -48,8 +48,9 @@ export interface LoopOps {
   runGroup(rollout: string, req: AskReq<'rollout:run'>): Promise<AskRes<'rollout:run'>>
   trainStep(req: AskReq<'trainer:step'>): Promise<AskRes<'trainer:step'>>
   pauseGeneration(): Promise<void>
-  publish(version: number, dir: string): Promise<void>
-  loadWeights(dir: string, version: number): Promise<void>
+  /** `loaded`: the weights went to the engines themselves (broadcast), not only to `dir` */
+  publish(version: number, dir: string): Promise<{ loaded: boolean }>
+  loadWeights(dir: string, version: number, loaded: boolean): Promise<void>
   resumeGeneration(): Promise<void>
   checkpoint(dir: string, step: number, state: ControllerState): Promise<void>
   /** free exported trajectories that will not be trained (filtered, stale) */
@@ -285,9 +286,9 @@ export class TrainingLoop {
     let t3 = t1
     try {
       await this.ops.pauseGeneration()
-      await this.ops.publish(next, dir)
+      const { loaded } = await this.ops.publish(next, dir)
       t2 = Date.now()
-      await this.ops.loadWeights(dir, next)
+      await this.ops.loadWeights(dir, next, loaded)
       this.staleness.setVersion(next)
       t3 = Date.now()
     } finally {

@@ -81,6 +81,7 @@ function makeOps(seed: number, opts: { failEvery?: number; rollouts?: string[] }
     },
     async publish(version, dir) {
       log.events.push(`publish ${version} ${dir}`)
+      return { loaded: false }
     },
     async loadWeights(_dir, version) {
       log.version = version
