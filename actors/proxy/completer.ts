@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto'
 import { fail } from '../../runtime/errors.ts'
 import type { Logger } from '../../runtime/log.ts'
 import type { ChatMessage } from '../tokenizer/chat-template.ts'
-import type { PromptBuilder, TemplateContext } from '../tokenizer/incremental.ts'
+import { contextKey, type PromptBuilder, type TemplateContext } from '../tokenizer/incremental.ts'
 import type { ModelTokenizer } from '../tokenizer/tokenizer.ts'
 import { IncrementalDecoder, messageKey, stripEos, toChatMessage } from './chat-messages.ts'
 import type { ProxyConfig } from './config.ts'
@@ -92,7 +92,8 @@ export class Completer {
       tools: req.tools?.length ? req.tools : undefined,
       kwargs: req.chat_template_kwargs,
     }
-    const ctxKey = JSON.stringify([ctx.tools ?? null, ctx.kwargs ?? null])
+    const ctxKey = contextKey(ctx)
+    ctx.key = ctxKey
     const msgKeys = messages.map(messageKey)
     const p = this.chatPrompt(s, messages, msgKeys, ctx, ctxKey)
     if (p.parent?.chat) {

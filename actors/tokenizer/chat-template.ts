@@ -63,6 +63,11 @@ export class ChatTemplate {
     return new ChatTemplate(tok.chatTemplate, { bos: tok.bosToken, eos: tok.eosToken, pad: tok.padToken })
   }
 
+  /** The parsed template (@huggingface/jinja's syntax tree), for analyses such as contentRules. */
+  get program(): unknown {
+    return this.template.parsed
+  }
+
   render(messages: readonly ChatMessage[], opts: RenderOptions = {}): string {
     const vars: Record<string, unknown> = {
       ...this.base,

@@ -19,11 +19,19 @@
  *   prompt[t+1] = prompt[t] ++ output[t] ++ encode([eos if output lacks it] + delta)
  */
 import type { ChatMessage, ChatTemplate, ChatTool } from './chat-template.ts'
+import { ContentSlots, contentRules } from './content-slots.ts'
 import type { ModelTokenizer } from './tokenizer.ts'
 
 export interface TemplateContext {
   tools?: ChatTool[]
   kwargs?: Record<string, unknown>
+  /** `JSON.stringify([tools ?? null, kwargs ?? null])` when the caller has it already (else computed) */
+  key?: string
+}
+
+/** The key of everything a context changes in a render. */
+export function contextKey(ctx: TemplateContext): string {
+  return ctx.key ?? JSON.stringify([ctx.tools ?? null, ctx.kwargs ?? null])
 }
 
 export type DeltaResult =
@@ -46,16 +54,29 @@ export class PromptBuilder {
   /** ids of long full renders, by text, least recently used first */
   private readonly fullIds = new Map<string, Int32Array>()
   private fullIdsTokens = 0
+  /** the fast path for deltas of user/tool messages (content-slots.ts); null: the template is not eligible */
+  private readonly slots: ContentSlots | null
 
   /**
    * `fullCacheTokens`: how many tokens of tokenized full renders to keep (0 = none). The sessions of a task
    * group open with the same system prompt, tools and first message: their first prompts are tokenized once.
+   * `contentSlots`: render user/tool deltas by filling learned layouts where the template allows (false: the
+   * template renders every delta).
    */
   constructor(
     readonly tokenizer: ModelTokenizer,
     readonly template: ChatTemplate,
     private readonly fullCacheTokens = 1 << 20,
-  ) {}
+    contentSlots = true,
+  ) {
+    const rules = contentSlots ? contentRules(template.program) : null
+    this.slots = rules ? new ContentSlots(rules) : null
+  }
+
+  /** How many deltas were rendered by filling a learned layout instead of running the template. */
+  get slotDeltas(): number {
+    return this.slots?.filled ?? 0
+  }
 
   /** Full render of `messages` with the generation prompt: the text (for checks and first turns). */
   renderFull(messages: readonly ChatMessage[], ctx: TemplateContext = {}): string {
@@ -101,20 +122,23 @@ export class PromptBuilder {
     ctx: TemplateContext,
     opts: { prevReasoning: ReasoningShape; outputEndsWithEos: boolean },
   ): DeltaResult {
-    const h1 = this.probe(ctx, opts.prevReasoning)
-    const h2 = this.template.render([PROBE_USER, probeAssistant(opts.prevReasoning), ...newMessages], {
-      tools: ctx.tools,
-      kwargs: ctx.kwargs,
-      addGenerationPrompt: true,
-    })
-    if (!h2.startsWith(h1))
-      return { kind: 'rewrite', reason: 'template re-renders the earlier assistant turn' }
-    const text = (opts.outputEndsWithEos ? '' : this.tokenizer.eosToken) + h2.slice(h1.length)
+    const key = `${opts.prevReasoning}|${contextKey(ctx)}`
+    const h1 = this.probe(ctx, opts.prevReasoning, key)
+    const renderDelta = (messages: readonly ChatMessage[]): string | null => {
+      const h2 = this.template.render([PROBE_USER, probeAssistant(opts.prevReasoning), ...messages], {
+        tools: ctx.tools,
+        kwargs: ctx.kwargs,
+        addGenerationPrompt: true,
+      })
+      return h2.startsWith(h1) ? h2.slice(h1.length) : null
+    }
+    const delta = this.slots?.render(newMessages, key, renderDelta) ?? renderDelta(newMessages)
+    if (delta === null) return { kind: 'rewrite', reason: 'template re-renders the earlier assistant turn' }
+    const text = (opts.outputEndsWithEos ? '' : this.tokenizer.eosToken) + delta
     return { kind: 'extend', ids: this.tokenizer.encode(text), text }
   }
 
-  private probe(ctx: TemplateContext, shape: ReasoningShape): string {
-    const key = `${shape}|${ctx.tools ? JSON.stringify(ctx.tools) : ''}|${ctx.kwargs ? JSON.stringify(ctx.kwargs) : ''}`
+  private probe(ctx: TemplateContext, shape: ReasoningShape, key: string): string {
     const hit = this.probes.get(key)
     if (hit !== undefined) return hit
     const gen = this.template.render([PROBE_USER], {

@@ -1,0 +1,292 @@
+/**
+ * A fast path for rendering a turn's delta without running the chat template: most turns add one tool
+ * result or one user message, and most templates write such a message as fixed text around its content
+ * ("content slots"). The layout is learned once per (message roles, reasoning shape, tools/kwargs) by
+ * rendering the template with sentinel strings in place of the message fields; later turns fill the slots
+ * with their own strings. Running the Jinja interpreter per turn cost ~0.1–0.3 ms (more with tools: the
+ * template writes every tool's JSON, which the delta then cuts off again); filling a layout costs ~1 µs.
+ *
+ * When is a filled layout equal to the template's render? When the fields only ever reach the output
+ * verbatim: never tested, transformed or escaped. What guards that:
+ * 1. The template's syntax tree (contentRules): every string literal that is not plain output (compared,
+ *    searched for, split on: `'</think>' in content`, `content.startswith('<tool_response>')`) must not
+ *    occur in a field; strip/lstrip/rstrip arguments must not start or end one; and no field may be empty
+ *    or start or end with whitespace (truth tests; strip/trim). Literals compared with `x.role` are exempt
+ *    (roles are part of the layout key). A template that measures a field other than by these means
+ *    (`content|length > 80`, `content[0]`) is not detected; `length`/`count` of anything but `messages`,
+ *    `tools` or tool calls turns the fast path off for the template.
+ * 2. Two renders per layout with different sentinels (quotes, backslash, `<&>`, braces, a newline, non-ASCII):
+ *    each must appear exactly once and the second render must equal the layout filled with the second set,
+ *    which catches escaping, case changes and content-dependent text around the slots.
+ * Anything else (assistant messages, tool calls, reasoning, other fields, a rewrite) takes the Jinja path;
+ * test/tokenizer/content-slots.test.ts checks the two paths agree for Qwen3 over many messages.
+ */
+import type { ChatMessage } from './chat-template.ts'
+
+/** What a field must avoid for its template to treat it as opaque text (see the header, point 1). */
+export interface ContentRules {
+  /** literals the template searches for, compares with or splits on */
+  contain: string[]
+  /** characters stripped from the ends of fields (strip/lstrip/rstrip arguments) */
+  edge: string
+}
+
+type AstNode = { type: string; [k: string]: unknown }
+
+const STRIP = new Set(['strip', 'lstrip', 'rstrip'])
+/** `length`/`count` of these (by name) measures the conversation, not a field */
+const MEASURABLE = new Set(['messages', 'tools', 'tool_calls'])
+/** the message fields a slot may hold */
+const FIELDS = ['content', 'name', 'tool_call_id'] as const
+type Field = (typeof FIELDS)[number]
+/** roles whose messages may take the fast path */
+const ROLES = new Set(['user', 'tool', 'system'])
+const LAYOUT_CACHE_MAX = 256
+
+const isNode = (x: unknown): x is AstNode =>
+  typeof x === 'object' && x !== null && typeof (x as { type?: unknown }).type === 'string'
+
+function isRoleMember(n: unknown): boolean {
+  if (!isNode(n) || n.type !== 'MemberExpression' || n.computed) return false
+  const p = n.property
+  return isNode(p) && p.type === 'Identifier' && p.value === 'role'
+}
+
+function isStringList(n: unknown): boolean {
+  return (
+    isNode(n) &&
+    (n.type === 'ArrayLiteral' || n.type === 'TupleLiteral') &&
+    (n.value as unknown[]).every((x) => isNode(x) && x.type === 'StringLiteral')
+  )
+}
+
+/** The name a `length`/`count` operand is known by (`messages`, `message.tool_calls`), if any. */
+function nameOf(n: unknown): string | undefined {
+  if (!isNode(n)) return undefined
+  if (n.type === 'Identifier') return n.value as string
+  if (n.type === 'MemberExpression' && !n.computed && isNode(n.property) && n.property.type === 'Identifier')
+    return n.property.value as string
+  return undefined
+}
+
+/**
+ * The rules for a parsed template (@huggingface/jinja's `Template.parsed`), or null when the template
+ * measures fields in a way the rules cannot follow (then the fast path stays off).
+ */
+export function contentRules(program: unknown): ContentRules | null {
+  const contain = new Set<string>()
+  const edge = new Set<string>()
+  let opaque = true
+  const walk = (x: unknown, out: boolean): undefined => {
+    if (Array.isArray(x)) {
+      for (const y of x) walk(y, out)
+      return
+    }
+    if (!isNode(x)) return
+    switch (x.type) {
+      case 'Program':
+        return walk(x.body, true)
+      case 'Comment':
+        return
+      case 'StringLiteral':
+        if (!out && x.value !== '') contain.add(x.value as string)
+        return
+      case 'If':
+        walk(x.test, false)
+        walk(x.body, out)
+        return walk(x.alternate, out)
+      case 'For':
+        walk(x.loopvar, false)
+        walk(x.iterable, false)
+        walk(x.body, out)
+        return walk(x.defaultBlock, out)
+      case 'Ternary':
+        walk(x.condition, false)
+        walk(x.trueExpr, out)
+        return walk(x.falseExpr, out)
+      case 'BinaryExpression': {
+        const op = (x.operator as { value?: string }).value
+        if (out && (op === '+' || op === '~')) {
+          walk(x.left, true)
+          return walk(x.right, true)
+        }
+        const roleLit = (a: unknown, b: unknown) =>
+          isRoleMember(a) &&
+          (((op === '==' || op === '!=') && isNode(b) && b.type === 'StringLiteral') ||
+            ((op === 'in' || op === 'not in') && isStringList(b)))
+        if (roleLit(x.left, x.right)) return walk(x.left, false)
+        if (roleLit(x.right, x.left)) return walk(x.right, false)
+        walk(x.left, false)
+        return walk(x.right, false)
+      }
+      case 'CallExpression': {
+        const c = x.callee
+        if (isNode(c) && c.type === 'MemberExpression' && !c.computed && STRIP.has(nameOf(c) ?? '')) {
+          for (const a of x.args as unknown[]) {
+            if (isNode(a) && a.type === 'StringLiteral') for (const ch of a.value as string) edge.add(ch)
+            else walk(a, false)
+          }
+          return walk(c, false)
+        }
+        if (nameOf(c) === 'len' && !MEASURABLE.has(nameOf((x.args as unknown[])[0]) ?? '')) opaque = false
+        walk(c, false)
+        return walk(x.args, false)
+      }
+      case 'FilterExpression': {
+        const f = x.filter
+        const fname = isNode(f) && f.type === 'CallExpression' ? nameOf(f.callee) : nameOf(f)
+        if ((fname === 'length' || fname === 'count') && !MEASURABLE.has(nameOf(x.operand) ?? ''))
+          opaque = false
+        walk(x.operand, false)
+        return walk(f, false)
+      }
+      case 'MemberExpression':
+        // a key lookup (`message['content']`) tests nothing
+        if (x.computed && isNode(x.property) && x.property.type === 'StringLiteral')
+          return walk(x.object, false)
+        walk(x.object, false)
+        return walk(x.property, false)
+      default:
+        // statements whose output a variable captures (set blocks, macros, filter/call blocks) and every
+        // other expression: their literals count as searched for (conservative)
+        for (const [k, v] of Object.entries(x)) if (k !== 'type') walk(v, false)
+    }
+  }
+  walk(program, true)
+  return opaque ? { contain: [...contain], edge: [...edge].join('') } : null
+}
+
+/** Whether `s` passes `rules` (see the header): non-empty, no edge whitespace or stripped character, no literal. */
+export function opaqueText(s: string, rules: ContentRules): boolean {
+  if (s.length === 0) return false
+  const a = s[0]!
+  const z = s[s.length - 1]!
+  if (/\s/.test(a) || /\s/.test(z) || rules.edge.includes(a) || rules.edge.includes(z)) return false
+  for (const lit of rules.contain) if (s.includes(lit)) return false
+  return true
+}
+
+/** Text = pieces[0] + value(slots[0]) + pieces[1] + … + pieces[n]; fields not in `slots` are not written. */
+interface Layout {
+  pieces: string[]
+  slots: { msg: number; field: Field }[]
+}
+
+/** The layout key of a delta (roles and which fields are set), or null when it cannot take the fast path. */
+function shapeOf(messages: readonly ChatMessage[], rules: ContentRules): string | null {
+  let shape = ''
+  for (const m of messages) {
+    if (!ROLES.has(m.role) || m.tool_calls !== undefined || m.reasoning_content !== undefined) return null
+    for (const k of Object.keys(m))
+      if (k !== 'role' && !(FIELDS as readonly string[]).includes(k)) return null
+    shape += `${m.role}:`
+    for (const f of FIELDS) {
+      const v = m[f]
+      if (v === undefined) continue
+      if (typeof v !== 'string' || !opaqueText(v, rules)) return null
+      shape += f[0]
+    }
+    shape += ','
+  }
+  return shape
+}
+
+/** Sentinel values: set 0 and set 1 differ in length and characters; both pass the Qwen3-style rules. */
+function sentinel(set: number, msg: number, field: Field): string {
+  return set === 0
+    ? `\u2063S${msg}${field}«"q'\\<a&b>{{x}}\nλ→🙂»\u2063`
+    : `\u2063T${msg}${field}:Zz9\u00e9<\u2063`
+}
+
+function withValues(messages: readonly ChatMessage[], set: number): ChatMessage[] {
+  return messages.map((m, i) => {
+    const out: ChatMessage = { role: m.role, content: sentinel(set, i, 'content') }
+    if (m.name !== undefined) out.name = sentinel(set, i, 'name')
+    if (m.tool_call_id !== undefined) out.tool_call_id = sentinel(set, i, 'tool_call_id')
+    return out
+  })
+}
+
+function fill(layout: Layout, messages: readonly ChatMessage[]): string {
+  let text = layout.pieces[0]!
+  for (let i = 0; i < layout.slots.length; i++) {
+    const s = layout.slots[i]!
+    text += messages[s.msg]![s.field]! + layout.pieces[i + 1]!
+  }
+  return text
+}
+
+/**
+ * Learn the layout of `messages` from `renderDelta` (the template's delta text for some messages, or null
+ * when the template rewrites history), checked with a second sentinel set; null when it does not hold.
+ */
+function learn(
+  messages: readonly ChatMessage[],
+  rules: ContentRules,
+  renderDelta: (m: ChatMessage[]) => string | null,
+): Layout | null {
+  const first = withValues(messages, 0)
+  for (const m of first)
+    for (const f of FIELDS) if (m[f] !== undefined && !opaqueText(m[f]!, rules)) return null
+  const text = renderDelta(first)
+  if (text === null) return null
+  const found: { at: number; msg: number; field: Field; len: number }[] = []
+  first.forEach((m, msg) => {
+    for (const field of FIELDS) {
+      const v = m[field]
+      if (v === undefined) continue
+      const at = text.indexOf(v)
+      if (at >= 0) found.push({ at, msg, field, len: v.length })
+    }
+  })
+  found.sort((a, b) => a.at - b.at)
+  const pieces: string[] = []
+  let from = 0
+  for (const f of found) {
+    if (f.at < from) return null // overlapping: not a plain slot
+    pieces.push(text.slice(from, f.at))
+    from = f.at + f.len
+  }
+  pieces.push(text.slice(from))
+  const layout: Layout = { pieces, slots: found.map((f) => ({ msg: f.msg, field: f.field })) }
+  // a second set fills to exactly what the template writes (a field written twice, escaped or changed,
+  // or text around it that depends on it, leaves the first set's sentinels or differences behind)
+  const second = withValues(messages, 1)
+  for (const m of second)
+    for (const f of FIELDS) if (m[f] !== undefined && !opaqueText(m[f]!, rules)) return null
+  if (renderDelta(second) !== fill(layout, second)) return null
+  return layout
+}
+
+/** Delta layouts per key, learned on first use. */
+export class ContentSlots {
+  private readonly layouts = new Map<string, Layout | null>()
+  /** deltas rendered by filling a layout (tests check the fast path is taken) */
+  filled = 0
+
+  constructor(private readonly rules: ContentRules) {}
+
+  /**
+   * The delta text of `messages` by filling a learned layout, or undefined when the fast path does not
+   * apply (the caller renders with the template). `context` keys everything else the render depends on
+   * (reasoning shape, tools, kwargs); `renderDelta` renders the delta of sentinel messages the slow way.
+   */
+  render(
+    messages: readonly ChatMessage[],
+    context: string,
+    renderDelta: (m: ChatMessage[]) => string | null,
+  ): string | undefined {
+    const shape = shapeOf(messages, this.rules)
+    if (shape === null) return undefined
+    const key = `${context}\u0000${shape}`
+    let layout = this.layouts.get(key)
+    if (layout === undefined) {
+      layout = learn(messages, this.rules, renderDelta)
+      if (this.layouts.size >= LAYOUT_CACHE_MAX) this.layouts.delete(this.layouts.keys().next().value!)
+      this.layouts.set(key, layout)
+    }
+    if (layout === null) return undefined
+    this.filled++
+    return fill(layout, messages)
+  }
+}
