@@ -11,6 +11,9 @@
  *   3. Debian's `libtorch-dev` (1.13, CPU) with `libgloo-dev` for c10d Gloo, under `/usr`
  *      (`LIBTORCH_SYSTEM_PREFIX` overrides the prefix).
  *
+ * With a CUDA libtorch and a CUDA toolkit (nvcc), native/src/*.cu (hand-written kernels) are compiled too and
+ * TRN_HAVE_KERNELS is defined (see cudaToolkit()).
+ *
  * Usage: `node --import tsx native/build.ts [--if-needed] [--force]` (`TRN_BUILD_JOBS=n` compiles n sources at
  * once; default 2, the CI machine's cores). With `--if-needed` it exits at once
  * when the addon is newer than every source (what bin/setup runs). Objects are rebuilt only when their
@@ -38,6 +41,8 @@ export interface Libtorch {
   defines: string[]
   libs: string[]
   ldflags: string[]
+  /** nvcc for native/src/*.cu (CUDA libtorch with a CUDA toolkit found); undefined: no hand-written kernels. */
+  nvcc?: string
 }
 
 const HOWTO =
@@ -52,6 +57,8 @@ function fromDir(root: string, source: Libtorch['source'], abi: string | undefin
   const includes = [join(root, 'include'), join(root, 'include', 'torch', 'csrc', 'api', 'include')]
   const defines = abi === undefined ? [] : [`-D_GLIBCXX_USE_CXX11_ABI=${abi}`]
   const libs = ['-ltorch', '-ltorch_cpu', '-lc10']
+  const extraLd: string[] = []
+  let nvcc: string | undefined
   if (existsSync(join(lib, 'libtorch_cuda.so'))) {
     libs.push('-ltorch_cuda', '-lc10_cuda')
     defines.push('-DTRN_WITH_CUDA')
@@ -59,6 +66,13 @@ function fromDir(root: string, source: Libtorch['source'], abi: string | undefin
     const cuda = cudaIncludes(root)
     includes.push(...cuda.dirs)
     if (cuda.nccl) defines.push('-DUSE_C10D_NCCL')
+    const tk = cudaToolkit()
+    if (tk) {
+      defines.push('-DTRN_HAVE_KERNELS')
+      libs.push('-lcudart')
+      extraLd.push(`-L${tk.lib}`, `-Wl,-rpath,${tk.lib}`)
+      nvcc = tk.nvcc
+    }
   }
   if (existsSync(join(root, 'include', 'gloo')) || existsSync('/usr/include/gloo'))
     defines.push('-DUSE_C10D_GLOO')
@@ -68,8 +82,54 @@ function fromDir(root: string, source: Libtorch['source'], abi: string | undefin
     libDir: lib,
     defines,
     libs,
-    ldflags: [`-L${lib}`, '-Wl,--no-as-needed', `-Wl,-rpath,${lib}`],
+    ldflags: [`-L${lib}`, '-Wl,--no-as-needed', `-Wl,-rpath,${lib}`, ...extraLd],
+    nvcc,
   }
+}
+
+/**
+ * The CUDA toolkit for the hand-written kernels (native/src/*.cu): `NVCC`, else `CUDA_HOME`/bin/nvcc or
+ * /usr/local/cuda/bin/nvcc, else nvcc on the PATH; its lib64 must hold libcudart. `TRN_KERNELS_BUILD=0`
+ * skips them (the ATen compositions then serve CUDA too).
+ */
+function cudaToolkit(): { nvcc: string; lib: string } | undefined {
+  if (process.env.TRN_KERNELS_BUILD === '0') return undefined
+  const home = process.env.CUDA_HOME ?? '/usr/local/cuda'
+  let nvcc =
+    process.env.NVCC ?? (existsSync(join(home, 'bin', 'nvcc')) ? join(home, 'bin', 'nvcc') : undefined)
+  if (!nvcc) {
+    try {
+      nvcc = execFileSync('sh', ['-c', 'command -v nvcc'], { encoding: 'utf8' }).trim() || undefined
+    } catch {
+      return undefined
+    }
+  }
+  if (!nvcc) return undefined
+  const root = dirname(dirname(resolve(nvcc)))
+  const lib = ['lib64', 'lib', 'targets/x86_64-linux/lib', 'targets/sbsa-linux/lib']
+    .map((d) => join(root, d))
+    .find((d) => existsSync(join(d, 'libcudart.so')))
+  return lib ? { nvcc, lib } : undefined
+}
+
+/** nvcc flags: sm_80 and sm_90 machine code plus compute_90 PTX, or `TRN_CUDA_ARCH=90` (one arch) alone. */
+function nvccFlags(lt: Libtorch): string[] {
+  const arch = process.env.TRN_CUDA_ARCH
+  const gencode = arch
+    ? [`-gencode=arch=compute_${arch},code=sm_${arch}`]
+    : [
+        '-gencode=arch=compute_80,code=sm_80',
+        '-gencode=arch=compute_90,code=sm_90',
+        '-gencode=arch=compute_90,code=compute_90',
+      ]
+  return [
+    '-std=c++17',
+    '-O3',
+    '-Xcompiler',
+    '-fPIC',
+    ...gencode,
+    ...lt.defines.filter((d) => d.startsWith('-D_GLIBCXX')),
+  ]
 }
 
 /**
@@ -147,10 +207,11 @@ function nodeIncludes(): string[] {
   return [nodeInc, napiDir]
 }
 
-function sources(): { cc: string[]; headers: string[] } {
+function sources(): { cc: string[]; cu: string[]; headers: string[] } {
   const files = readdirSync(srcDir).sort()
   return {
     cc: files.filter((f) => f.endsWith('.cc')).map((f) => join(srcDir, f)),
+    cu: files.filter((f) => f.endsWith('.cu')).map((f) => join(srcDir, f)),
     headers: files.filter((f) => f.endsWith('.h')).map((f) => join(srcDir, f)),
   }
 }
@@ -164,8 +225,8 @@ function hashOf(parts: string[]): string {
 function upToDate(): boolean {
   if (!existsSync(target)) return false
   const t = statSync(target).mtimeMs
-  const { cc, headers } = sources()
-  return [...cc, ...headers, fileURLToPath(import.meta.url)].every((f) => statSync(f).mtimeMs <= t)
+  const { cc, cu, headers } = sources()
+  return [...cc, ...cu, ...headers, fileURLToPath(import.meta.url)].every((f) => statSync(f).mtimeMs <= t)
 }
 
 function run(cmd: string, args: string[]): Promise<void> {
@@ -206,26 +267,31 @@ export async function build(opts: { force?: boolean } = {}): Promise<string> {
     ...nodeIncludes().map((d) => `-I${d}`),
     ...lt.includes.map((d) => `-isystem${d}`),
   ]
-  const { cc, headers } = sources()
+  const { cc, cu, headers } = sources()
   const headerHash = hashOf(headers.map((h) => readFileSync(h, 'utf8')))
   const flagHash = hashOf(cxxflags)
+  const cuFlags = lt.nvcc ? nvccFlags(lt) : []
+  const cuFlagHash = hashOf([lt.nvcc ?? '', ...cuFlags])
   const stamp: Record<string, string> = existsSync(stampFile)
     ? JSON.parse(readFileSync(stampFile, 'utf8'))
     : {}
   const objs: string[] = []
   const todo: { src: string; obj: string; key: string }[] = []
-  for (const src of cc) {
-    const obj = join(objDir, src.slice(srcDir.length + 1).replace(/\.cc$/, '.o'))
+  const all = lt.nvcc ? [...cc, ...cu] : cc
+  for (const src of all) {
+    const isCu = src.endsWith('.cu')
+    const obj = join(objDir, src.slice(srcDir.length + 1).replace(/\.(cc|cu)$/, isCu ? '.cu.o' : '.o'))
     objs.push(obj)
-    const key = hashOf([flagHash, headerHash, readFileSync(src, 'utf8')])
+    const key = hashOf([isCu ? cuFlagHash : flagHash, headerHash, readFileSync(src, 'utf8')])
     if (opts.force || stamp[obj] !== key || !existsSync(obj)) todo.push({ src, obj, key })
   }
   process.stderr.write(
-    `build:native: libtorch from ${lt.source}; compiling ${todo.length}/${cc.length} sources\n`,
+    `build:native: libtorch from ${lt.source}${lt.nvcc ? ` (CUDA kernels by ${lt.nvcc})` : ''}; compiling ${todo.length}/${all.length} sources\n`,
   )
   const jobs = Math.max(1, Number(process.env.TRN_BUILD_JOBS ?? 2) || 2)
   await pool(todo, jobs, async ({ src, obj, key }) => {
-    await run('g++', [...cxxflags, '-c', src, '-o', obj])
+    if (src.endsWith('.cu')) await run(lt.nvcc!, [...cuFlags, '-c', src, '-o', obj])
+    else await run('g++', [...cxxflags, '-c', src, '-o', obj])
     stamp[obj] = key
     writeFileSync(stampFile, JSON.stringify(stamp, null, 2))
   })

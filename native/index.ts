@@ -279,6 +279,8 @@ export interface BuildInfo {
   /** c10d NCCL process groups compiled in. */
   nccl: boolean
   cuda: boolean
+  /** The hand-written CUDA kernels (native/src/kernels.cu, built by nvcc) serve CUDA float32/bf16/fp16. */
+  kernels: boolean
   cxx11Abi: boolean
 }
 

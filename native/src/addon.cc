@@ -95,6 +95,11 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
 #else
   o.Set("cuda", false);
 #endif
+#ifdef TRN_HAVE_KERNELS
+  o.Set("kernels", true);
+#else
+  o.Set("kernels", false);
+#endif
   o.Set("cxx11Abi", static_cast<bool>(_GLIBCXX_USE_CXX11_ABI));
   return o;
 }

@@ -8,6 +8,8 @@
 #include <cmath>
 #include <cstdlib>
 
+#include "fused.h"
+
 #if __has_include(<torch/version.h>)
 #include <torch/version.h>
 #endif
@@ -387,9 +389,14 @@ at::Tensor Model::hidden(const Weights& w, const at::Tensor& ids0, const at::Ten
   auto x = at::embedding(w.embed, ids, -1, false, w.embed.requires_grad() && device().is_cpu());  // [T, H]
   auto tables = ropeTables(pos, hd, cfg.ropeTheta, x.scalar_type());
   // RoPE through RopeFn, tables expanded once per batch for q's and k's head counts (TRN_ATTENTION=reference: the plain path).
+  // On CUDA with the hand-written kernels (fused.h): one kernel each way over float32 half tables.
   const bool fastRope = attentionOverride() != "reference";
+  const bool kernelRope = fastRope && fusedFor(x.device(), x.scalar_type());
   RopeTables ropeQ, ropeK;
-  if (fastRope) {
+  std::pair<at::Tensor, at::Tensor> ropeH;
+  if (kernelRope) {
+    ropeH = ropeHalfTables(pos, hd, cfg.ropeTheta);
+  } else if (fastRope) {
     ropeQ = ropeExpanded(tables, nH);
     ropeK = ropeExpanded(tables, nKV);
   }
@@ -398,7 +405,7 @@ at::Tensor Model::hidden(const Weights& w, const at::Tensor& ids0, const at::Ten
   const double eps = cfg.rmsNormEps;
   for (int64_t l = 0; l < cfg.numLayers; l++) {
     // Captures by value: with checkpointing the closure runs again in backward, after hidden() returned.
-    LayerFn layer = [L = w.layers[l], tables, ropeQ, ropeK, fastRope, attn, eps, T, nH, nKV, hd, l,
+    LayerFn layer = [L = w.layers[l], tables, ropeQ, ropeK, ropeH, fastRope, kernelRope, attn, eps, T, nH, nKV, hd, l,
                      tpComm](const at::Tensor& xin) {
       const double e = eps;
       auto h = rmsnorm(xin, L.inNorm, e);
@@ -406,7 +413,10 @@ at::Tensor Model::hidden(const Weights& w, const at::Tensor& ids0, const at::Ten
       auto q = rmsnorm(linear(h, L.q, L.qb).view({T, nH, hd}), L.qNorm, e);
       auto k = rmsnorm(linear(h, L.k, L.kb).view({T, nKV, hd}), L.kNorm, e);
       auto v = linear(h, L.v, L.vb).view({T, nKV, hd});
-      if (fastRope) {
+      if (kernelRope) {
+        q = fusedRopeAutograd(q, ropeH.first, ropeH.second);
+        k = fusedRopeAutograd(k, ropeH.first, ropeH.second);
+      } else if (fastRope) {
         q = RopeFn::apply(q, ropeQ.cos, ropeQ.sin, ropeQ.negSin);
         k = RopeFn::apply(k, ropeK.cos, ropeK.sin, ropeK.negSin);
       } else {
@@ -482,9 +492,23 @@ Scores Model::score(const Weights& w, const at::Tensor& hidden, const PackedBatc
   auto ids = b.ids.to(device());
   const auto cd = store.computeDtype();
   if (probs) *probs = at::empty({n, cfg.vocabSize}, opts.dtype(cd));
+  // CUDA kernels (fused.h): the head's product written once in the compute dtype (straight into the kept
+  // probabilities), then one kernel reads each row for its log-sum-exp, target log-prob and entropy (and
+  // overwrites it with the probabilities when they are kept).
+  const bool kernel = ct == at::kFloat && fusedFor(device(), cd);
+  at::Tensor Wc = kernel ? w.lmHead.to(cd) : at::Tensor();
   for (int64_t c0 = 0; c0 < n; c0 += C) {
     const int64_t m = std::min(C, n - c0);
     auto rows = srcT.narrow(0, c0, m), dstc = dstT.narrow(0, c0, m);
+    if (kernel) {
+      auto z = probs ? probs->narrow(0, c0, m) : at::empty({m, cfg.vocabSize}, opts.dtype(cd));
+      at::mm_out(z, hidden.index_select(0, rows).to(cd), Wc.t());
+      auto lp = at::empty({m}, opts), ent = at::empty({m}, opts);
+      fusedSoftmaxRows(z, 1.0 / temperature, ids.index_select(0, dstc), lp, ent, probs != nullptr);
+      out.logprobs.index_copy_(0, dstc, lp);
+      out.entropy.index_copy_(0, dstc, ent);
+      continue;
+    }
     at::Tensor lsm;
     if (cd != ct && temperature == 1.0) {  // half-precision logits straight into a float32 log-softmax
       lsm = at::log_softmax(at::linear(hidden.index_select(0, rows).to(cd), w.lmHead.to(cd)), -1, ct);
@@ -561,6 +585,9 @@ void Model::backwardThroughScores(const Weights& w, const at::Tensor& hidden, co
     return;
   }
   auto lossRows = withEntropy ? g.ne(0).logical_or(ge.ne(0)) : g.ne(0);
+  // CUDA kernels (fused.h): the chunk's logits, then one kernel turns each row into its dz in place.
+  const bool kernel = ct == at::kFloat && fusedFor(device(), cd);
+  at::Tensor Wc = kernel ? W.to(cd) : at::Tensor();
   for (int64_t c0 = 0; c0 < n; c0 += C) {
     const int64_t m = std::min(C, n - c0);
     auto rows = srcT.narrow(0, c0, m), dstc = dstT.narrow(0, c0, m);
@@ -570,7 +597,12 @@ void Model::backwardThroughScores(const Weights& w, const at::Tensor& hidden, co
     auto hc = hd.index_select(0, rows);
     auto tgt = ids.index_select(0, dstc).unsqueeze(1);
     at::Tensor dzc;
-    {
+    if (kernel) {
+      dzc = at::empty({m, cfg.vocabSize}, hd.options().dtype(cd));
+      at::mm_out(dzc, hc.to(cd), Wc.t());
+      fusedSoftmaxRows(dzc, 1.0 / temperature, tgt.squeeze(1), {}, {}, true, gc.to(at::kFloat).contiguous(),
+                       withEntropy ? ge.index_select(0, dstc).to(at::kFloat).contiguous() : at::Tensor());
+    } else {
       auto lsm = at::log_softmax(logits(w, hc, temperature), -1);            // [m, V], float32
       auto p = lsm.exp();
       at::Tensor ent;

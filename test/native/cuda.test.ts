@@ -123,6 +123,62 @@ describe('the native trainer on a GPU', function () {
     b.dispose()
   })
 
+  describe('with the hand-written CUDA kernels (RoPE, softmax rows)', () => {
+    before(function () {
+      if (!buildInfo().kernels) this.skip()
+    })
+    // The same model with TRN_KERNELS=aten (the ATen compositions) is the reference.
+    async function both<T>(fn: () => Promise<T>): Promise<[T, T]> {
+      const k = await fn()
+      process.env.TRN_KERNELS = 'aten'
+      try {
+        return [k, await fn()]
+      } finally {
+        delete process.env.TRN_KERNELS
+      }
+    }
+    const withEntropy = { ...loss, entropyCoef: 0.05 }
+
+    it('should give the ATen float32 log-probs, entropies and gradients to float32 rounding', async () => {
+      const m = await createModel({ config, seed: 16, device: 'cuda' })
+      const batch = packed([33, 120, 7], V, 5)
+      for (const temperature of [1, 0.7]) {
+        const [k, a] = await both(() => m.logprobs(batch, { temperature }))
+        expect(relErr(k.logprobs, a.logprobs), `logprobs τ=${temperature}`).to.be.below(1e-5)
+        expect(relErr(k.entropy, a.entropy), `entropy τ=${temperature}`).to.be.below(1e-5)
+      }
+      const [gk, ga] = await both(() => m.gradients(mbs, withEntropy))
+      for (const [name, g] of Object.entries(ga.grads))
+        expect(relErr(gk.grads[name]!, g), name).to.be.below(1e-4)
+      m.dispose()
+    })
+
+    it('should stay within bf16 rounding of the ATen path in bf16, kept softmax or chunked with entropy', async () => {
+      const chunked = await createModel({ config, seed: 17, device: 'cuda', computeDtype: 'bfloat16' })
+      const kept = await createModel({
+        config,
+        seed: 17,
+        device: 'cuda',
+        computeDtype: 'bfloat16',
+        keepSoftmax: true,
+      })
+      const batch = packed([33, 120, 7], V, 6)
+      const [k, a] = await both(() => kept.logprobs(batch))
+      expect(relErr(k.logprobs, a.logprobs)).to.be.below(1e-2)
+      expect(relErr(k.entropy, a.entropy)).to.be.below(1e-2)
+      for (const [m, lc, what] of [
+        [kept, loss, 'kept softmax'],
+        [chunked, withEntropy, 'chunked, entropy bonus'],
+      ] as const) {
+        const [gk, ga] = await both(() => m.gradients(mbs, lc))
+        for (const [name, g] of Object.entries(ga.grads))
+          expect(relErr(gk.grads[name]!, g), `${name} (${what})`).to.be.below(3e-2)
+      }
+      chunked.dispose()
+      kept.dispose()
+    })
+  })
+
   it('should generate on cuda with log-probs the scorer agrees with', async () => {
     const gpu = await createModel({ config, seed: 15, device: 'cuda' })
     const prompt = packed([9], V, 9).inputIds
