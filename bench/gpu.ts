@@ -3,13 +3,13 @@
  * same call (issue 8).
  *
  *   npm run bench:gpu -- --config configs/models/qwen3-1.7b/config.json --tokens 16384 --seqlen 2048 \
- *       --steps 5 --warmup 2 --ckpt --gpus N
+ *       --steps 5 --warmup 2 --ckpt --gpus N [--skip-single]
  *
  * 1. Native, 1 GPU: one micro-batch of `tokens` tokens (tokens/seqlen packed sequences), fp32 master
  *    weights, bf16 compute, activation checkpointing with --ckpt; median step time → tok_s, mfu.
  * 2. Native, N GPUs (--gpus N > 1): N forked ranks, NCCL over a TCPStore on 127.0.0.1, rank r on cuda:r,
  *    each with its own `tokens` tokens; the slowest rank's time per step, median → tok_s per GPU, and
- *    dp_scaling = tok_s per GPU at N / tok_s at 1.
+ *    dp_scaling = tok_s per GPU at N / tok_s at 1 (--skip-single: no 1-GPU run, for models that need several).
  * 3. Reference: bench/reference/ppo_ref.py with the same arguments (torch.distributed.run with
  *    --nproc_per_node N when N > 1); ratio = native tok_s / reference tok_s at N GPUs.
  * Each measurement is its own process, so each starts with the whole GPU. Same loss, optimizer and input
@@ -181,17 +181,19 @@ async function main(): Promise<void> {
     `${o.config}: ${o.tokens} tokens/GPU as ${o.tokens / o.seqlen}×${o.seqlen}, ckpt ${o.ckpt}, ${o.gpus} GPU(s)`,
   )
 
-  const one = await runNative(o, 1)
-  progress(
-    `native 1 GPU: ${one.tokS.toFixed(0)} tok/s, mfu ${one.mfu.toFixed(4)}, step ${one.stepS.toFixed(4)} s`,
-  )
-  let atN = one
+  const one = o.skipSingle && o.gpus > 1 ? undefined : await runNative(o, 1)
+  if (one)
+    progress(
+      `native 1 GPU: ${one.tokS.toFixed(0)} tok/s, mfu ${one.mfu.toFixed(4)}, step ${one.stepS.toFixed(4)} s`,
+    )
+  let atN = one!
   let dpScaling: number | undefined
   if (o.gpus > 1) {
     atN = await runNative(o, o.gpus)
-    dpScaling = atN.tokS / one.tokS
+    dpScaling = one ? atN.tokS / one.tokS : undefined
     progress(
-      `native ${o.gpus} GPUs: ${atN.tokS.toFixed(0)} tok/s per GPU, mfu ${atN.mfu.toFixed(4)}, dp_scaling ${dpScaling.toFixed(3)}`,
+      `native ${o.gpus} GPUs: ${atN.tokS.toFixed(0)} tok/s per GPU, mfu ${atN.mfu.toFixed(4)}` +
+        (dpScaling === undefined ? '' : `, dp_scaling ${dpScaling.toFixed(3)}`),
     )
   }
   const ref = await runReference(o)
@@ -211,7 +213,7 @@ async function main(): Promise<void> {
     mfu: atN.mfu,
     dpScaling,
     notes:
-      `${(one.numParams / 1e9).toFixed(2)}B params (${cfg.num_hidden_layers} layers), ${o.gpus} GPU(s), ` +
+      `${(atN.numParams / 1e9).toFixed(2)}B params (${cfg.num_hidden_layers} layers), ${o.gpus} GPU(s), ` +
       `native step ${atN.stepS.toFixed(3)} s, ref step ${ref.step_s.toFixed(3)} s, ref mfu ${ref.mfu.toFixed(4)}, ` +
       `ref peak ${ref.peak_mem_gib.toFixed(1)} GiB, torch ${ref.torch}`,
   })

@@ -10,6 +10,8 @@ export interface GpuBenchOptions {
   warmup: number
   ckpt: boolean
   gpus: number
+  /** With gpus > 1: no 1-GPU native run (a model that does not fit one GPU), so no dp_scaling. */
+  skipSingle: boolean
   seed: number
 }
 
@@ -36,6 +38,7 @@ export function parseOptions(argv: string[]): GpuBenchOptions {
         ckpt: { type: 'boolean', default: false },
         gpus: { type: 'string', default: '1' },
         seed: { type: 'string', default: '0' },
+        'skip-single': { type: 'boolean', default: false },
       },
     }).values
   } catch (e) {
@@ -50,6 +53,7 @@ export function parseOptions(argv: string[]): GpuBenchOptions {
     ckpt: values.ckpt as boolean,
     gpus: int('gpus', values.gpus as string, 1),
     seed: int('seed', values.seed as string, 0),
+    skipSingle: values['skip-single'] as boolean,
   }
   if (o.tokens % o.seqlen !== 0) {
     throw fail('CFG_ERR_VALUE', `--tokens ${o.tokens} is not a multiple of --seqlen ${o.seqlen}`, {

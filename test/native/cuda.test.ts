@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { expect } from 'chai'
-import { buildInfo, createModel, cudaDeviceCount, type Model } from '../../native/index.ts'
+import { buildInfo, createModel, cudaDeviceCount, initProcessGroup, type Model } from '../../native/index.ts'
 import { runShare, type ShareResult } from '../fixtures/native/dist-shared.ts'
 import { cosine, debugConfig, freePort, maxAbsDiff, microBatch, packed, relErr, runRanks } from './helpers.ts'
 
@@ -264,5 +264,38 @@ describe('two GPUs in one NCCL group against one rank', function () {
     const [r0] = await ranks({ TRN_TEST_COMPUTE: 'bfloat16' })
     for (const [name, w] of Object.entries(single.params))
       expect(relErr(r0!.params[name]!, w), name).to.be.below(1e-2)
+  })
+
+  it('should publish every parameter from cuda:0 to a model on cuda:1 over NCCL, exactly in float32', async () => {
+    const storePath = join(dir, 'publish-store')
+    const groups = await Promise.all(
+      [0, 1].map((rank) =>
+        initProcessGroup({
+          rank,
+          worldSize: 2,
+          storePath,
+          timeoutMs: 60_000,
+          storePrefix: 'weights',
+          backend: 'nccl',
+          device: `cuda:${rank}`,
+        }),
+      ),
+    )
+    const trainer = await createModel({ config, seed: 1, device: 'cuda:0', computeDtype: 'bfloat16' })
+    const engine = await createModel({ config, seed: 2, device: 'cuda:1', computeDtype: 'bfloat16' })
+    const want = await trainer.parameters()
+    await Promise.all([
+      trainer.publishParameters({ group: groups[0]!, dtype: 'float32' }),
+      engine.receiveParameters({ group: groups[1]!, dtype: 'float32' }),
+    ])
+    const got = await engine.parameters()
+    for (const [name, w] of Object.entries(want)) expect(maxAbsDiff(got[name]!, w), name).to.equal(0)
+    // and the receiver's scores follow its new weights
+    const batch = packed([20, 9], V, 8)
+    const a = await trainer.logprobs(batch)
+    const b = await engine.logprobs(batch)
+    expect(maxAbsDiff(a.logprobs, b.logprobs)).to.be.below(1e-6)
+    trainer.dispose()
+    engine.dispose()
   })
 })

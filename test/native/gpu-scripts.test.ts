@@ -169,11 +169,13 @@ describe('bench:gpu options', () => {
       warmup: 2,
       ckpt: false,
       gpus: 1,
+      skipSingle: false,
     })
-    expect(parseOptions(['--ckpt', '--gpus', '2', '--tokens', '4096'])).to.deep.include({
+    expect(parseOptions(['--ckpt', '--gpus', '2', '--tokens', '4096', '--skip-single'])).to.deep.include({
       ckpt: true,
       gpus: 2,
       tokens: 4096,
+      skipSingle: true,
     })
   })
 
