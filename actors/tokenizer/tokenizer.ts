@@ -12,6 +12,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Tokenizer } from '@huggingface/tokenizers'
 import { fail } from '../../runtime/errors.ts'
+import { ByteLevelBpe } from './byte-level-bpe.ts'
 
 /** What a tokenizer_config.json may say about one special token (a string or an AddedToken object). */
 type TokenSpec = string | { content: string } | null | undefined
@@ -42,6 +43,8 @@ export class ModelTokenizer {
   /** largest id + 1 (the vocabulary size the engine's logits cover, at least) */
   readonly vocabSize: number
   private readonly tok: Tokenizer
+  /** the same ids as `tok.encode`, faster, for byte-level BPE layouts (byte-level-bpe.ts); else null */
+  private readonly fast: ByteLevelBpe | null
   private readonly completing = new Map<string, number[]>()
 
   constructor(files: TokenizerFiles) {
@@ -50,6 +53,7 @@ export class ModelTokenizer {
     } catch (err) {
       throw fail('PRX_ERR_TOKENIZER', `tokenizer.json rejected: ${(err as Error).message}`, undefined, err)
     }
+    this.fast = ByteLevelBpe.of(this.tok, files.tokenizer)
     const cfg = files.config
     const tmpl = cfg.chat_template
     // Some configs hold a list of named templates; the one named "default" is the chat template.
@@ -101,7 +105,17 @@ export class ModelTokenizer {
 
   /** Token ids of `text`, no special tokens added (templates write their own). */
   encode(text: string): number[] {
+    return this.fast ? this.fast.encode(text) : this.encodeReference(text)
+  }
+
+  /** `encode` by the library's own pipeline (what the fast path is tested against). */
+  encodeReference(text: string): number[] {
     return this.tok.encode(text, { add_special_tokens: false }).ids
+  }
+
+  /** Whether `encode` takes the byte-level BPE fast path. */
+  get fastEncode(): boolean {
+    return this.fast !== null
   }
 
   /** Text of `ids`; special tokens are kept unless `skipSpecial`. */
