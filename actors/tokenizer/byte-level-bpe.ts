@@ -202,3 +202,89 @@ export class ByteLevelBpe {
     return out
   }
 }
+
+/** The fields of the library's Tokenizer that decoding relies on. */
+interface DecodeInternals {
+  model: { vocab: (string | null | undefined)[]; unk_token?: string | null }
+  special_tokens: string[]
+  decoder: { byte_decoder?: Record<string, number | string>; added_tokens?: { content: string }[] } | null
+}
+
+/**
+ * `decode` for a ByteLevel decoder, giving the library's text: tokens → vocabulary strings (special ones
+ * dropped when asked), added tokens kept as they are, every run of other tokens mapped back to bytes and
+ * read as UTF-8 (invalid sequences → U+FFFD, as the library's TextDecoder). The library found each token in
+ * the added-token list by a linear search and spread every run into an array of characters.
+ */
+export class ByteLevelDecoder {
+  private readonly utf8 = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true })
+  private bytes = new Uint8Array(1024)
+
+  private constructor(
+    private readonly vocab: (string | null | undefined)[],
+    private readonly unk: string | null | undefined,
+    private readonly special: Set<string>,
+    private readonly added: Set<string>,
+    /** byte-level character code → byte (0 for other characters: what the library's lookup miss stores) */
+    private readonly byteOf: Uint8Array,
+  ) {}
+
+  /** The decoder for `tok` (its tokenizer.json is `json`), or null unless its decoder is ByteLevel. */
+  static of(tok: Tokenizer, json: Record<string, unknown>): ByteLevelDecoder | null {
+    const t = tok as unknown as DecodeInternals
+    if ((json.decoder as Json)?.type !== 'ByteLevel') return null
+    const table = t.decoder?.byte_decoder
+    if (!table || !Array.isArray(t.model?.vocab) || !Array.isArray(t.special_tokens)) return null
+    if (!Array.isArray(t.decoder?.added_tokens)) return null
+    const byteOf = new Uint8Array(65536)
+    for (const [ch, value] of Object.entries(table)) {
+      // the library's table holds byte numbers as strings ("33"); Uint8Array converts them
+      const b = Number(value)
+      if (ch.length !== 1 || !Number.isInteger(b) || b < 0 || b > 255) return null
+      byteOf[ch.charCodeAt(0)] = b
+    }
+    return new ByteLevelDecoder(
+      t.model.vocab,
+      t.model.unk_token,
+      new Set(t.special_tokens),
+      new Set(t.decoder!.added_tokens!.map((a) => a.content)),
+      byteOf,
+    )
+  }
+
+  /** Text of `ids` (what the library's `decode(ids, {skip_special_tokens, clean_up_tokenization_spaces: false})` gives). */
+  decode(ids: ArrayLike<number>, skipSpecial: boolean): string {
+    let text = ''
+    let n = 0
+    for (let i = 0; i < ids.length; i++) {
+      // an id outside the vocabulary with no unk token: the library joins it as ''
+      const s = this.vocab[ids[i]!] ?? this.unk ?? ''
+      if (skipSpecial && this.special.has(s)) continue
+      if (this.added.has(s)) {
+        if (n > 0) text += this.utf8.decode(this.bytes.subarray(0, n))
+        n = 0
+        text += s
+        continue
+      }
+      if (n + s.length * 2 > this.bytes.length) {
+        const next = new Uint8Array(Math.max(this.bytes.length * 2, n + s.length * 2))
+        next.set(this.bytes.subarray(0, n))
+        this.bytes = next
+      }
+      for (let k = 0; k < s.length; k++) {
+        const c = s.charCodeAt(k)
+        // a character outside the byte-level alphabet (or a surrogate pair, one character to the library):
+        // the library's lookup misses and Uint8Array stores 0
+        if (c >= 0xd800 && c <= 0xdbff && k + 1 < s.length) {
+          const d = s.charCodeAt(k + 1)
+          if (d >= 0xdc00 && d <= 0xdfff) k++
+          this.bytes[n++] = 0
+          continue
+        }
+        this.bytes[n++] = this.byteOf[c]!
+      }
+    }
+    if (n > 0) text += this.utf8.decode(this.bytes.subarray(0, n))
+    return text
+  }
+}

@@ -12,7 +12,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Tokenizer } from '@huggingface/tokenizers'
 import { fail } from '../../runtime/errors.ts'
-import { ByteLevelBpe } from './byte-level-bpe.ts'
+import { ByteLevelBpe, ByteLevelDecoder } from './byte-level-bpe.ts'
 
 /** What a tokenizer_config.json may say about one special token (a string or an AddedToken object). */
 type TokenSpec = string | { content: string } | null | undefined
@@ -45,6 +45,8 @@ export class ModelTokenizer {
   private readonly tok: Tokenizer
   /** the same ids as `tok.encode`, faster, for byte-level BPE layouts (byte-level-bpe.ts); else null */
   private readonly fast: ByteLevelBpe | null
+  /** the same text as `tok.decode`, faster, for a ByteLevel decoder; else null */
+  private readonly fastDecoder: ByteLevelDecoder | null
   private readonly completing = new Map<string, number[]>()
 
   constructor(files: TokenizerFiles) {
@@ -54,6 +56,7 @@ export class ModelTokenizer {
       throw fail('PRX_ERR_TOKENIZER', `tokenizer.json rejected: ${(err as Error).message}`, undefined, err)
     }
     this.fast = ByteLevelBpe.of(this.tok, files.tokenizer)
+    this.fastDecoder = ByteLevelDecoder.of(this.tok, files.tokenizer)
     const cfg = files.config
     const tmpl = cfg.chat_template
     // Some configs hold a list of named templates; the one named "default" is the chat template.
@@ -118,8 +121,20 @@ export class ModelTokenizer {
     return this.fast !== null
   }
 
+  /** Whether `decode` takes the byte-level fast path. */
+  get fastDecode(): boolean {
+    return this.fastDecoder !== null
+  }
+
   /** Text of `ids`; special tokens are kept unless `skipSpecial`. */
   decode(ids: ArrayLike<number>, skipSpecial = false): string {
+    if (ids.length === 0) return ''
+    if (this.fastDecoder) return this.fastDecoder.decode(ids, skipSpecial)
+    return this.decodeReference(ids, skipSpecial)
+  }
+
+  /** `decode` by the library's own pipeline (what the fast path is tested against). */
+  decodeReference(ids: ArrayLike<number>, skipSpecial = false): string {
     if (ids.length === 0) return ''
     const arr = Array.isArray(ids) ? (ids as number[]) : Array.from(ids)
     return this.tok.decode(arr, { skip_special_tokens: skipSpecial, clean_up_tokenization_spaces: false })

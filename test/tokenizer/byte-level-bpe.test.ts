@@ -93,6 +93,34 @@ describe('byte-level BPE encoding (the fast path beside the library)', () => {
     })
   })
 
+  describe('when decoding with the Qwen3 tokenizer (ByteLevel decoder)', () => {
+    it('should take the fast path', () => {
+      expect(qwen3().tokenizer.fastDecode).to.equal(true)
+    })
+
+    it('should give the library text for 3000 random id runs, special tokens kept or skipped', () => {
+      const { tokenizer } = qwen3()
+      const rand = rng(13)
+      const texts = Array.from({ length: 200 }, () => randomText(rand))
+      const pool = texts.flatMap((t) => tokenizer.encode(t))
+      for (let i = 0; i < 3000; i++) {
+        const n = 1 + Math.floor(rand() * 12)
+        // real token runs (cut anywhere: split characters), any vocabulary id, added tokens, unknown ids
+        const ids = Array.from({ length: n }, () => {
+          const r = rand()
+          if (r < 0.6) return pool[Math.floor(rand() * pool.length)]!
+          if (r < 0.85) return Math.floor(rand() * tokenizer.vocabSize)
+          if (r < 0.98) return 151643 + Math.floor(rand() * 26)
+          return tokenizer.vocabSize + Math.floor(rand() * 1000)
+        })
+        const skip = rand() < 0.5
+        expect(tokenizer.decode(ids, skip), JSON.stringify({ ids, skip })).to.equal(
+          tokenizer.decodeReference(ids, skip),
+        )
+      }
+    })
+  })
+
   describe('with other byte-level layouts', () => {
     it('should match the library for GPT-2 style ByteLevel with its own regex and a prefix space', () => {
       const tok = variant((j) => {
