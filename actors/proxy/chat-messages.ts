@@ -30,17 +30,31 @@ export function toChatMessage(m: ChatRequestMessage): ChatMessage {
 
 /**
  * What identifies a message for matching turns (tool-call ids and reasoning, which clients may drop, are
- * left out). Every field but the content is length-prefixed and the content comes last, so two keys are
- * equal exactly when the fields are; the content is not escaped or copied (a long system prompt is
- * joined on, not re-encoded as JSON every turn).
+ * left out): `head` holds every field but the content, each length-prefixed (so no text can shift from one
+ * field into the next), and `content` is the content string itself. Keeping the content apart means a turn
+ * neither copies nor re-encodes a long system prompt: two keys compare by `sameKey`, at worst one memcmp
+ * of each content (a request's strings come fresh from JSON.parse, so they are never the same objects).
  */
+export interface MessageKey {
+  head: string
+  content: string
+}
+
 export function messageKey(
   m: Pick<ChatMessage, 'role' | 'content' | 'tool_calls'> & Partial<ChatMessage>,
-): string {
+): MessageKey {
   const calls = m.tool_calls?.length
     ? JSON.stringify(m.tool_calls.map((t) => [t.function.name, t.function.arguments]))
     : undefined
-  return `${field(m.role)}${field(m.name)}${field(m.tool_call_id)}${field(calls)}${m.content}`
+  return {
+    head: `${field(m.role)}${field(m.name)}${field(m.tool_call_id)}${field(calls)}`,
+    content: m.content,
+  }
+}
+
+/** Whether two keys stand for the same message (every compared field equal). */
+export function sameKey(a: MessageKey, b: MessageKey): boolean {
+  return a === b || (a.content === b.content && a.head === b.head)
 }
 
 function field(s: string | undefined): string {

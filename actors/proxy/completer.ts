@@ -9,7 +9,7 @@ import type { Logger } from '../../runtime/log.ts'
 import type { ChatMessage } from '../tokenizer/chat-template.ts'
 import { contextKey, type PromptBuilder, type TemplateContext } from '../tokenizer/incremental.ts'
 import type { ModelTokenizer } from '../tokenizer/tokenizer.ts'
-import { IncrementalDecoder, messageKey, stripEos, toChatMessage } from './chat-messages.ts'
+import { IncrementalDecoder, type MessageKey, messageKey, stripEos, toChatMessage } from './chat-messages.ts'
 import type { ProxyConfig } from './config.ts'
 import type { EnginePool } from './engines/pool.ts'
 import type { FinishReason, Sampling } from './engines/types.ts'
@@ -97,7 +97,7 @@ export class Completer {
     const msgKeys = messages.map(messageKey)
     const p = this.chatPrompt(s, messages, msgKeys, ctx, ctxKey)
     if (p.parent?.chat) {
-      // keep the parent's key strings for the shared history: a session stores each message's key once
+      // keep the parent's keys for the shared history: a session stores each message's key (and content) once
       const pk = p.parent.chat.msgKeys
       for (let i = 0; i < pk.length; i++) msgKeys[i] = pk[i]!
       msgKeys[pk.length] = p.parent.chat.replyKey
@@ -231,7 +231,7 @@ export class Completer {
   private chatPrompt(
     s: Session,
     messages: ChatMessage[],
-    msgKeys: string[],
+    msgKeys: MessageKey[],
     ctx: TemplateContext,
     ctxKey: string,
   ): Prompt {

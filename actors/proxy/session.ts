@@ -6,6 +6,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import type { ReasoningShape } from '../tokenizer/incremental.ts'
+import { type MessageKey, sameKey } from './chat-messages.ts'
 import type { FinishReason } from './engines/types.ts'
 import { idsToJson, writeIds } from './ids-json.ts'
 
@@ -124,8 +125,8 @@ export class CompletionRecord {
   reward: number | null = null
   /** chat only: normalized request messages and reply, for matching the next turn */
   readonly chat?: {
-    msgKeys: string[]
-    replyKey: string
+    msgKeys: MessageKey[]
+    replyKey: MessageKey
     ctxKey: string
     reasoning: ReasoningShape
     endsWithEos: boolean
@@ -188,14 +189,14 @@ export class Session {
    * The latest chat completion that this request continues: its messages followed by its reply are a
    * prefix of `msgKeys`, under the same tools and template arguments.
    */
-  findParent(msgKeys: readonly string[], ctxKey: string): CompletionRecord | undefined {
+  findParent(msgKeys: readonly MessageKey[], ctxKey: string): CompletionRecord | undefined {
     outer: for (let c = this.completions.length - 1; c >= 0; c--) {
       const rec = this.completions[c]!
       const chat = rec.chat
       if (!chat || chat.ctxKey !== ctxKey) continue
       const n = chat.msgKeys.length
-      if (msgKeys.length <= n || msgKeys[n] !== chat.replyKey) continue
-      for (let i = n - 1; i >= 0; i--) if (msgKeys[i] !== chat.msgKeys[i]) continue outer
+      if (msgKeys.length <= n || !sameKey(msgKeys[n]!, chat.replyKey)) continue
+      for (let i = n - 1; i >= 0; i--) if (!sameKey(msgKeys[i]!, chat.msgKeys[i]!)) continue outer
       return rec
     }
     return undefined
