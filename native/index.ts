@@ -159,6 +159,12 @@ export interface StepStats extends LossStats {
   skipped: boolean
   /** Optimizer steps taken so far (after this one). */
   step: number
+  /**
+   * Only with TRN_STEP_TIMINGS=1 in the environment: milliseconds of each phase, the device synchronised at
+   * every boundary — gather (materialize the parameters), forwardBackward (every micro-batch), reduce (tp
+   * sums and the data-parallel reduce-scatter), optimizer (norm, clipping, AdamW).
+   */
+  timingsMs?: { gather: number; forwardBackward: number; reduce: number; optimizer: number }
 }
 
 /** One generation request. */

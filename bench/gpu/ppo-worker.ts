@@ -91,7 +91,12 @@ async function run(a: WorkerArgs): Promise<WorkerReport> {
     losses.push(stats.loss)
     progress(
       a.rank,
-      `world ${a.world} ${timed ? 'step' : 'warmup'} ${i + 1}/${a.warmup + a.steps}: ${dt.toFixed(3)} s, loss ${stats.loss.toFixed(5)}`,
+      `world ${a.world} ${timed ? 'step' : 'warmup'} ${i + 1}/${a.warmup + a.steps}: ${dt.toFixed(3)} s, loss ${stats.loss.toFixed(5)}` +
+        (stats.timingsMs
+          ? ` (${Object.entries(stats.timingsMs)
+              .map(([k, v]) => `${k} ${v.toFixed(1)} ms`)
+              .join(', ')})`
+          : ''),
     )
   }
   const report: WorkerReport = {

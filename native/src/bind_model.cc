@@ -185,6 +185,11 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
             o.Set("lr", st->lr);
             o.Set("skipped", st->skipped);
             o.Set("step", static_cast<double>(st->step));
+            if (!st->timings.empty()) {
+              auto t = Napi::Object::New(env);
+              for (auto& [phase, ms] : st->timings) t.Set(phase, ms);
+              o.Set("timingsMs", t);
+            }
             return o;
           });
     });

@@ -62,6 +62,10 @@ inline int cudaDeviceCount() {
   }
 }
 
+/** Waits for the work queued on `d`'s current stream (a blocking one-element copy to the host: portable
+ * across libtorch versions; collectives' streams are joined into the current one by their waits). */
+inline void deviceSynchronize(const at::Device& d) { at::empty({1}, at::TensorOptions().device(d)).to(at::kCPU); }
+
 /** "cpu" | "cuda" | "cuda:N" → Device; TRN_ERR_DEVICE when that CUDA device does not exist here. */
 inline at::Device deviceFromName(const std::string& name) {
   if (name == "cpu") return at::Device(at::kCPU);

@@ -1,5 +1,9 @@
 #include "train.h"
 
+#include <chrono>
+#include <cstdlib>
+#include <string>
+
 #include <ATen/core/grad_mode.h>
 
 #include "profile.h"
@@ -156,20 +160,59 @@ std::vector<at::Tensor> lossGradients(Model& model, std::vector<MicroBatch>& mbs
   return out;
 }
 
+namespace {
+// TRN_STEP_TIMINGS=1: phase boundaries wait for the device, then record the wall-clock time since the last.
+class PhaseClock {
+ public:
+  PhaseClock(const at::Device& device, std::vector<std::pair<const char*, double>>& out)
+      : device_(device), out_(out), on_(stepTimingsOn()) {
+    if (on_) last_ = now();
+  }
+  void mark(const char* phase) {
+    if (!on_) return;
+    const double t = now();
+    out_.emplace_back(phase, t - last_);
+    last_ = t;
+  }
+
+ private:
+  static bool stepTimingsOn() {
+    const char* e = std::getenv("TRN_STEP_TIMINGS");
+    return e && std::string(e) == "1";
+  }
+  double now() const {
+    if (device_.is_cuda()) deviceSynchronize(device_);
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  }
+  at::Device device_;
+  std::vector<std::pair<const char*, double>>& out_;
+  bool on_;
+  double last_ = 0;
+};
+}  // namespace
+
 StepStats ppoStep(Model& model, std::vector<MicroBatch>& mbs, const PpoLossConfig& loss, double temperature,
                   const OptimConfig& opt) {
   opt.validate();
   TraceScope trace;
   auto& st = model.store;
   StepStats out;
+  PhaseClock clock(st.device(), out.timings);
   {
     const auto& full = st.materialize(true);
+    clock.mark("gather");
     auto w = model.weights(full);
     out.sums = accumulateGrads(model, w, mbs, loss, temperature);
+    clock.mark("forwardBackward");
     model.reduceTpGrads();
     st.reduceScatterGrads();
     st.release();
+    clock.mark("reduce");
   }
+  struct OptimizerMark {  // every return below ends the optimizer phase
+    PhaseClock& c;
+    ~OptimizerMark() { c.mark("optimizer"); }
+  } optimizerMark{clock};
   at::NoGradGuard ng;
   // Optimizer math in slices: temporaries stay small (on the CPU 2^20 elements, in glibc's heap, see
   // addon.cc) however large the model. On CUDA: one norm kernel and libtorch's fused AdamW.

@@ -45,6 +45,10 @@ struct StepStats {
   double lr = 0;
   bool skipped = false;  // non-finite gradient: no update
   int64_t step = 0;      // optimizer steps taken so far
+  // Wall-clock milliseconds of the step's phases, device-synchronised at each boundary; only with
+  // TRN_STEP_TIMINGS=1 (the syncs cost a little), else empty: gather (materialize), forward+backward of
+  // every micro-batch, gradient reduction (tp sums, reduce-scatter), optimizer (norm, clip, AdamW).
+  std::vector<std::pair<const char*, double>> timings;
 };
 
 /** Forward + backward of every micro-batch into the materialized parameters' .grad. */

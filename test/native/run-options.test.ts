@@ -117,6 +117,27 @@ describe('a CPU model with run options', () => {
     ).to.equal('TRN_ERR_ARG')
   })
 
+  it('should report per-phase step timings only when TRN_STEP_TIMINGS=1', async () => {
+    const m = await createModel({ config, seed: 9 })
+    const mbs = [microBatch([20, 31], V, 2)]
+    expect((await m.ppoStep(mbs, loss, optim)).timingsMs).to.equal(undefined)
+    process.env.TRN_STEP_TIMINGS = '1'
+    try {
+      const t0 = performance.now()
+      const st = await m.ppoStep(mbs, loss, optim)
+      const wall = performance.now() - t0
+      expect(st.timingsMs).to.have.all.keys('gather', 'forwardBackward', 'reduce', 'optimizer')
+      const phases = Object.values(st.timingsMs!)
+      for (const ms of phases) expect(ms).to.be.at.least(0)
+      // the phases are consecutive parts of the call
+      expect(phases.reduce((a, b) => a + b, 0)).to.be.at.most(wall)
+      expect(st.timingsMs!.forwardBackward).to.be.above(0)
+    } finally {
+      delete process.env.TRN_STEP_TIMINGS
+    }
+    m.dispose()
+  })
+
   it('should name the missing device when CUDA is not there', async function () {
     if (cudaDeviceCount() > 0) this.skip()
     const e = await rejection(createModel({ config, device: 'cuda' }))
