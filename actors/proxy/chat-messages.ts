@@ -57,6 +57,31 @@ export function sameKey(a: MessageKey, b: MessageKey): boolean {
   return a === b || (a.content === b.content && a.head === b.head)
 }
 
+/**
+ * Whether two parsed JSON values would serialise to the same JSON text: equal primitives, arrays element by
+ * element, objects with the same keys in the same order (JSON.stringify, and so a template's `tojson`, keeps
+ * key order). Lets a session reuse the context key of its previous request without serialising its tools.
+ */
+export function sameJson(a: unknown, b: unknown): boolean {
+  if (a === b) return true
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false
+  if (Array.isArray(a)) {
+    if (!Array.isArray(b) || a.length !== b.length) return false
+    for (let i = 0; i < a.length; i++) if (!sameJson(a[i], b[i])) return false
+    return true
+  }
+  if (Array.isArray(b)) return false
+  const ka = Object.keys(a)
+  const kb = Object.keys(b)
+  if (ka.length !== kb.length) return false
+  for (let i = 0; i < ka.length; i++) {
+    const k = ka[i]!
+    if (k !== kb[i] || !sameJson((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]))
+      return false
+  }
+  return true
+}
+
 function field(s: string | undefined): string {
   return s === undefined ? '-' : `${s.length}:${s}`
 }

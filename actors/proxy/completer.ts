@@ -9,7 +9,14 @@ import type { Logger } from '../../runtime/log.ts'
 import type { ChatMessage } from '../tokenizer/chat-template.ts'
 import { contextKey, type PromptBuilder, type TemplateContext } from '../tokenizer/incremental.ts'
 import type { ModelTokenizer } from '../tokenizer/tokenizer.ts'
-import { IncrementalDecoder, type MessageKey, messageKey, stripEos, toChatMessage } from './chat-messages.ts'
+import {
+  IncrementalDecoder,
+  type MessageKey,
+  messageKey,
+  sameJson,
+  stripEos,
+  toChatMessage,
+} from './chat-messages.ts'
 import type { ProxyConfig } from './config.ts'
 import type { EnginePool } from './engines/pool.ts'
 import type { FinishReason, Sampling } from './engines/types.ts'
@@ -92,7 +99,7 @@ export class Completer {
       tools: req.tools?.length ? req.tools : undefined,
       kwargs: req.chat_template_kwargs,
     }
-    const ctxKey = contextKey(ctx)
+    const ctxKey = this.contextKeyOf(s, ctx)
     ctx.key = ctxKey
     const msgKeys = messages.map(messageKey)
     const p = this.chatPrompt(s, messages, msgKeys, ctx, ctxKey)
@@ -209,6 +216,19 @@ export class Completer {
       outputIds: gen.outputIds,
       logprobs: gen.logprobs,
     }
+  }
+
+  /**
+   * The context key of a chat request: the session's previous key while its tools and template arguments
+   * are unchanged (the same string object: no kilobytes of tools serialised, hashed and compared again
+   * each turn), else a fresh one.
+   */
+  private contextKeyOf(s: Session, ctx: TemplateContext): string {
+    const last = s.lastContext
+    if (last && sameJson(last.tools, ctx.tools) && sameJson(last.kwargs, ctx.kwargs)) return last.key
+    const key = contextKey(ctx)
+    s.lastContext = { tools: ctx.tools, kwargs: ctx.kwargs, key }
+    return key
   }
 
   private checkPromptLength(n: number): void {

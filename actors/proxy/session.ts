@@ -169,6 +169,8 @@ export class Session {
   readonly opened: number
   /** last open / request / reward (ms since epoch): idle sessions are swept after proxy.session_idle_ms */
   lastActive: number
+  /** the tools and template arguments of the last chat request, and their key (reused while unchanged) */
+  lastContext: { tools: unknown; kwargs: unknown; key: string } | undefined
 
   constructor(
     readonly id: string,

@@ -45,12 +45,20 @@ const PROBE_USER: ChatMessage = { role: 'user', content: 'probe-user-question' }
 const PROBE_CONTENT = 'probe-assistant-answer'
 const PROBE_REASONING = 'probe-assistant-reasoning'
 const PROBE_CACHE_MAX = 64
+/** contexts given short ids (beyond: the ids start over, with new ids; entries under old ones age out) */
+const CONTEXT_IDS_MAX = 1024
 /** full renders shorter than this are tokenized every time (cheap; not worth a cache entry) */
 const FULL_CACHE_MIN_CHARS = 2048
 
 export class PromptBuilder {
   /** h1 per (reasoning shape, tools, kwargs) */
   private readonly probes = new Map<string, string>()
+  /**
+   * context key → a short id for the cache keys above: a tools list is kilobytes of JSON, and a key string
+   * built from it each turn would be hashed again on every lookup. Ids are never reused.
+   */
+  private readonly contextIds = new Map<string, string>()
+  private nextContextId = 0
   /** ids of long full renders, by text, least recently used first */
   private readonly fullIds = new Map<string, Int32Array>()
   private fullIdsTokens = 0
@@ -122,7 +130,7 @@ export class PromptBuilder {
     ctx: TemplateContext,
     opts: { prevReasoning: ReasoningShape; outputEndsWithEos: boolean },
   ): DeltaResult {
-    const key = `${opts.prevReasoning}|${contextKey(ctx)}`
+    const key = `${opts.prevReasoning}|${this.contextId(contextKey(ctx))}`
     const h1 = this.probe(ctx, opts.prevReasoning, key)
     const renderDelta = (messages: readonly ChatMessage[]): string | null => {
       const h2 = this.template.render([PROBE_USER, probeAssistant(opts.prevReasoning), ...messages], {
@@ -136,6 +144,16 @@ export class PromptBuilder {
     if (delta === null) return { kind: 'rewrite', reason: 'template re-renders the earlier assistant turn' }
     const text = (opts.outputEndsWithEos ? '' : this.tokenizer.eosToken) + delta
     return { kind: 'extend', ids: this.tokenizer.encode(text), text }
+  }
+
+  private contextId(key: string): string {
+    let id = this.contextIds.get(key)
+    if (id === undefined) {
+      if (this.contextIds.size >= CONTEXT_IDS_MAX) this.contextIds.clear()
+      id = `c${this.nextContextId++}`
+      this.contextIds.set(key, id)
+    }
+    return id
   }
 
   private probe(ctx: TemplateContext, shape: ReasoningShape, key: string): string {

@@ -1,9 +1,9 @@
 import { expect } from 'chai'
 import type OpenAI from 'openai'
-import { toChatMessage } from '../../actors/proxy/chat-messages.ts'
+import { sameJson, toChatMessage } from '../../actors/proxy/chat-messages.ts'
 import type { ChatRequestMessage } from '../../actors/proxy/openai.ts'
 import { type Harness, startProxy } from '../fixtures/proxy/harness.ts'
-import { qwen3 } from '../fixtures/proxy/qwen3.ts'
+import { qwen3, WEATHER_TOOL } from '../fixtures/proxy/qwen3.ts'
 
 type Msg = OpenAI.Chat.Completions.ChatCompletionMessageParam
 
@@ -61,6 +61,65 @@ describe('matching a request to the completion it continues', () => {
         expect(tokenizer.decode(rec.promptIds), `edit of message ${k}`).to.equal(builder.renderFull(chat))
       }
       expect(h.service.stats().historyRewrites).to.equal(0)
+    })
+  })
+})
+
+describe('comparing tools and template arguments between requests', () => {
+  it('should treat values as equal exactly when their JSON text is equal', () => {
+    expect(sameJson({ a: [1, 'x', null], b: { c: true } }, { a: [1, 'x', null], b: { c: true } })).to.equal(
+      true,
+    )
+    expect(sameJson(undefined, undefined)).to.equal(true)
+    expect(sameJson({ a: 1, b: 2 }, { b: 2, a: 1 })).to.equal(false) // key order shows in JSON text
+    expect(sameJson([1, 2], { 0: 1, 1: 2 })).to.equal(false)
+    expect(sameJson({ a: [1] }, { a: [1, 2] })).to.equal(false)
+    expect(sameJson({ a: null }, { a: {} })).to.equal(false)
+    expect(sameJson({ a: 1 }, { a: 1, b: 1 })).to.equal(false)
+    expect(sameJson(undefined, [])).to.equal(false)
+    expect(sameJson('1', 1)).to.equal(false)
+  })
+
+  describe('when a session changes its tools between turns', () => {
+    let h: Harness
+    beforeEach(async () => {
+      h = await startProxy()
+    })
+    afterEach(async () => {
+      await h.close()
+    })
+
+    it('should extend while the tools are re-sent unchanged, and start over when they change, even in key order only', async () => {
+      const { handle, client } = await h.open()
+      const { tokenizer, builder } = qwen3()
+      const session = h.service.authenticate(handle.sessionId, handle.apiKey)
+      const messages: Msg[] = [{ role: 'user', content: 'number 1' }]
+      const turn = async (tools: Record<string, unknown>[]) => {
+        const r = await client.chat.completions.create({
+          model: 'policy',
+          messages,
+          tools: structuredClone(tools) as unknown as OpenAI.Chat.Completions.ChatCompletionTool[],
+        })
+        const rec = session.completions.at(-1)!
+        const chat = messages.map((m) => toChatMessage(m as ChatRequestMessage))
+        expect(tokenizer.decode(rec.promptIds)).to.equal(builder.renderFull(chat, { tools }))
+        messages.push(r.choices[0]!.message, { role: 'user', content: `number ${messages.length}` })
+        return rec
+      }
+      const first = await turn([WEATHER_TOOL])
+      const second = await turn([WEATHER_TOOL])
+      expect(second.parent).to.equal(first)
+      const { name, description, parameters } = WEATHER_TOOL.function
+      const reordered = [{ type: 'function', function: { description, name, parameters } }]
+      const third = await turn(reordered)
+      expect(third.parent).to.equal(null)
+      const fourth = await turn(reordered)
+      expect(fourth.parent).to.equal(third)
+      const fifth = await turn([
+        WEATHER_TOOL,
+        { type: 'function', function: { name: 'other', parameters: {} } },
+      ])
+      expect(fifth.parent).to.equal(null)
     })
   })
 })
