@@ -33,6 +33,19 @@ void Comm::reduceScatterSum(at::Tensor& out, at::Tensor& in) {
 
 namespace {
 
+// Runs `op` on t itself, or, when t is not on `dev` (or, with `contiguous`, is not contiguous), on a
+// contiguous copy there that is copied back into t afterwards (collectives on off-device tensors).
+template <typename Op>
+void staged(at::Tensor& t, const at::Device& dev, bool contiguous, Op&& op) {
+  if (t.device() == dev && (!contiguous || t.is_contiguous())) {
+    op(t);
+    return;
+  }
+  auto c = t.to(dev).contiguous();
+  op(c);
+  t.copy_(c);
+}
+
 template <typename F>
 void runWork(F&& start, const char* what, int rank) {
   try {
@@ -87,16 +100,13 @@ class GlooComm : public Comm {
   std::string backend() const override { return "gloo"; }
   at::Device device() const override { return at::Device(at::kCPU); }
 
+  // Off-CPU tensors are staged through the CPU; a CPU tensor must be contiguous already.
   void allreduceSum(at::Tensor& t) override {
-    if (!t.is_cpu()) {  // staged through the CPU
-      auto c = t.to(at::kCPU).contiguous();
-      allreduceSum(c);
-      t.copy_(c);
-      return;
-    }
-    TRN_CHECK(t.is_contiguous(), "TRN_ERR_DIST", "allreduce needs a contiguous tensor");
-    std::vector<at::Tensor> ts{t};
-    runWork([&] { return pg_->allreduce(ts); }, "allreduce", rank_);
+    staged(t, at::Device(at::kCPU), false, [&](at::Tensor& x) {
+      TRN_CHECK(x.is_contiguous(), "TRN_ERR_DIST", "allreduce needs a contiguous tensor");
+      std::vector<at::Tensor> ts{x};
+      runWork([&] { return pg_->allreduce(ts); }, "allreduce", rank_);
+    });
   }
 
   std::vector<at::Tensor> allgather(const at::Tensor& t) override {
@@ -110,19 +120,15 @@ class GlooComm : public Comm {
   }
 
   void broadcast(at::Tensor& t, int root) override {
-    if (!t.is_cpu()) {
-      auto c = t.to(at::kCPU).contiguous();
-      broadcast(c, root);
-      t.copy_(c);
-      return;
-    }
-    TRN_CHECK(t.is_contiguous(), "TRN_ERR_DIST", "broadcast needs a contiguous tensor");
-    // Gloo (1.13) has no bf16/fp16 (nor int16) collectives: a broadcast only copies, so move the raw bytes.
-    const bool half = t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kHalf;
-    std::vector<at::Tensor> ts{half ? t.reshape({-1}).view(at::kByte) : t};
-    c10d::BroadcastOptions bo;
-    bo.rootRank = root;
-    runWork([&] { return pg_->broadcast(ts, bo); }, "broadcast", rank_);
+    staged(t, at::Device(at::kCPU), false, [&](at::Tensor& x) {
+      TRN_CHECK(x.is_contiguous(), "TRN_ERR_DIST", "broadcast needs a contiguous tensor");
+      // Gloo (1.13) has no bf16/fp16 (nor int16) collectives: a broadcast only copies, so move the raw bytes.
+      const bool half = x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf;
+      std::vector<at::Tensor> ts{half ? x.reshape({-1}).view(at::kByte) : x};
+      c10d::BroadcastOptions bo;
+      bo.rootRank = root;
+      runWork([&] { return pg_->broadcast(ts, bo); }, "broadcast", rank_);
+    });
   }
 
   void barrier() override {
@@ -173,15 +179,12 @@ class NcclComm : public Comm {
   std::string backend() const override { return "nccl"; }
   at::Device device() const override { return dev_; }
 
+  // Tensors elsewhere or not contiguous are staged through this rank's GPU.
   void allreduceSum(at::Tensor& t) override {
-    if (t.device() != dev_ || !t.is_contiguous()) {  // staged through this rank's GPU
-      auto c = t.to(dev_).contiguous();
-      allreduceSum(c);
-      t.copy_(c);
-      return;
-    }
-    std::vector<at::Tensor> ts{t};
-    runWork([&] { return pg_->allreduce(ts); }, "allreduce", rank_);
+    staged(t, dev_, true, [&](at::Tensor& x) {
+      std::vector<at::Tensor> ts{x};
+      runWork([&] { return pg_->allreduce(ts); }, "allreduce", rank_);
+    });
   }
 
   std::vector<at::Tensor> allgather(const at::Tensor& t) override {
@@ -207,16 +210,12 @@ class NcclComm : public Comm {
   }
 
   void broadcast(at::Tensor& t, int root) override {
-    if (t.device() != dev_ || !t.is_contiguous()) {
-      auto c = t.to(dev_).contiguous();
-      broadcast(c, root);
-      t.copy_(c);
-      return;
-    }
-    std::vector<at::Tensor> ts{t};
-    c10d::BroadcastOptions bo;
-    bo.rootRank = root;
-    runWork([&] { return pg_->broadcast(ts, bo); }, "broadcast", rank_);
+    staged(t, dev_, true, [&](at::Tensor& x) {
+      std::vector<at::Tensor> ts{x};
+      c10d::BroadcastOptions bo;
+      bo.rootRank = root;
+      runWork([&] { return pg_->broadcast(ts, bo); }, "broadcast", rank_);
+    });
   }
 
   void barrier() override {

@@ -219,28 +219,30 @@ StepStats ppoStep(Model& model, std::vector<MicroBatch>& mbs, const PpoLossConfi
   auto& g = st.grad();
   const int64_t N = g.numel(), S = int64_t{1} << 20;
   const bool cuda = st.device().is_cuda();
+  // Σ g² in float64 on g's device: one reduction kernel on CUDA, slices of S elements on the CPU.
+  auto sumSquares = [&](const at::Tensor& x) {
+    if (cuda) return at::linalg_vector_norm(x, 2, c10::nullopt, false, at::kDouble).pow(2);
+    auto acc = at::zeros({}, at::kDouble);
+    for (int64_t o = 0; o < x.numel(); o += S) acc.add_(x.narrow(0, o, std::min(S, x.numel() - o)).to(at::kDouble).pow(2).sum());
+    return acc;
+  };
   at::Tensor sq;
   if (model.tpSize() > 1) {
     // Split parameters' shards differ across tp ranks (summed over tp and dp); replicated ones are equal on
-    // every tp rank (summed over dp only).
-    // sums on the device, one host read at the end
+    // every tp rank (summed over dp only). Sums stay on the device, one host read at the end.
     auto acc = at::zeros({2}, at::TensorOptions().dtype(at::kDouble).device(st.device()));
     for (size_t i = 0; i < st.specs().size(); i++) {
       auto [off, len] = st.shardRange(static_cast<int>(i));
       if (len == 0) continue;
-      acc[st.specs()[i].splitDim >= 0 ? 0 : 1].add_(at::linalg_vector_norm(g.narrow(0, off, len), 2, c10::nullopt, false, at::kDouble).pow(2));
+      acc[st.specs()[i].splitDim >= 0 ? 0 : 1].add_(sumSquares(g.narrow(0, off, len)));
     }
     auto a = acc.to(at::kCPU);
     if (st.worldSize() > 1) st.comm()->allreduceSum(a);
     auto sp = a.narrow(0, 0, 1).clone();
     model.run.tp->allreduceSum(sp);
     sq = at::tensor(std::vector<double>{sp.item<double>() + a[1].item<double>()}, at::kDouble);
-  } else if (cuda) {
-    sq = at::linalg_vector_norm(g, 2, c10::nullopt, false, at::kDouble).pow(2).reshape({1}).to(at::kCPU);
   } else {
-    double sqLocal = 0;
-    for (int64_t o = 0; o < N; o += S) sqLocal += g.narrow(0, o, std::min(S, N - o)).to(at::kDouble).pow(2).sum().item<double>();
-    sq = at::tensor(std::vector<double>{sqLocal}, at::kDouble);
+    sq = sumSquares(g).reshape({1}).to(at::kCPU);
   }
   if (st.worldSize() > 1 && model.tpSize() == 1) st.comm()->allreduceSum(sq);
   out.gradNorm = std::sqrt(sq.item<double>());
