@@ -12,9 +12,9 @@
  *    searched for, split on: `'</think>' in content`, `content.startswith('<tool_response>')`) must not
  *    occur in a field; strip/lstrip/rstrip arguments must not start or end one; and no field may be empty
  *    or start or end with whitespace (truth tests; strip/trim). Literals compared with `x.role` are exempt
- *    (roles are part of the layout key). A template that measures a field other than by these means
- *    (`content|length > 80`, `content[0]`) is not detected; `length`/`count` of anything but `messages`,
- *    `tools` or tool calls turns the fast path off for the template.
+ *    (roles are part of the layout key). `length`/`count` of, or indexing into, anything but `messages`,
+ *    `tools`, tool calls or the parts of a split turns the fast path off for the template (`content|length
+ *    > 80`, `content[0]`); other ways of measuring a field (a macro doing it) are not detected.
  * 2. Two renders per layout with different sentinels (quotes, backslash, `<&>`, braces, a newline, non-ASCII):
  *    each must appear exactly once and the second render must equal the layout filled with the second set,
  *    which catches escaping, case changes and content-dependent text around the slots.
@@ -58,6 +58,11 @@ function isStringList(n: unknown): boolean {
     (n.type === 'ArrayLiteral' || n.type === 'TupleLiteral') &&
     (n.value as unknown[]).every((x) => isNode(x) && x.type === 'StringLiteral')
   )
+}
+
+/** `….split(…)`: a call of a member named split */
+function isSplit(n: unknown): boolean {
+  return isNode(n) && n.type === 'CallExpression' && nameOf(n.callee) === 'split'
 }
 
 /** The name a `length`/`count` operand is known by (`messages`, `message.tool_calls`), if any. */
@@ -140,12 +145,16 @@ export function contentRules(program: unknown): ContentRules | null {
         walk(x.operand, false)
         return walk(f, false)
       }
-      case 'MemberExpression':
+      case 'MemberExpression': {
         // a key lookup (`message['content']`) tests nothing
         if (x.computed && isNode(x.property) && x.property.type === 'StringLiteral')
           return walk(x.object, false)
+        // indexing or slicing a field (`content[0]`, `content[:80]`) measures it: only the conversation's
+        // lists and the parts of a split (on a literal no field may contain: the whole field) may be indexed
+        if (x.computed && !MEASURABLE.has(nameOf(x.object) ?? '') && !isSplit(x.object)) opaque = false
         walk(x.object, false)
         return walk(x.property, false)
+      }
       default:
         // statements whose output a variable captures (set blocks, macros, filter/call blocks) and every
         // other expression: their literals count as searched for (conservative)

@@ -166,6 +166,11 @@ describe('content slots (deltas without running the template)', () => {
         false,
       ],
       [
+        'indexes into it',
+        `{% for m in messages %}${user}{% if m.content and m.content[0] in 'QWERTY' %}[U]{% endif %}{{ m.content }}<|im_end|>\n{% endfor %}`,
+        false,
+      ],
+      [
         'branches on a word in it',
         `{% for m in messages %}${user}{% if 'booking' in m.content %}[B]{% endif %}{{ m.content }}<|im_end|>\n{% endfor %}`,
         true,
