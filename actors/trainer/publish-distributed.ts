@@ -26,12 +26,15 @@
  * up to groupTimeoutMs. After any failure the group may be out of step (a receiver that skipped a
  * broadcast leaves bytes in flight): the publisher refuses further publishes until close() + connect().
  *
- * NOTE interop: real SGLang builds its side of the group with torch.distributed (a TCPStore at
- * master_address:master_port, then a process group whose keys live under the group name). How torch lays
- * out those keys under the name depends on its version (e.g. `_new_process_group_helper` prefixes
- * `"<group_name>/"`); our side is a c10d PrefixStore with `storePrefix` (default: the group name). This
- * is tested against the CPU stand-in of test/fixtures/proxy/sglang-standin.ts only, NOT against a live
- * SGLang (none runs here): check the rendezvous on the cluster and set `storePrefix` if it differs.
+ * NOTE interop: real SGLang builds its side of the group with torch.distributed: a TCPStore at
+ * master_address:master_port (our rank 0 serves it), wrapped in PrefixStore(group_name), handed to torch's
+ * `_new_process_group_helper`, which (torch ≥ 2.0) wraps it again in PrefixStore(f"{group_name}/") and,
+ * per device of the backend, PrefixStore(f"{device}/") — "cuda" for NCCL, the only backend SGLang takes.
+ * c10d's PrefixStore joins prefix + "/" + key, so the keys land at
+ * `<g>/<g>//cuda//<key>`: our side is one c10d PrefixStore of `sglangStorePrefix(g, backend)` =
+ * `<g>/<g>//cuda/` (`storePrefix` overrides it). Read from SGLang's and torch's sources, tested against the
+ * CPU stand-in of test/fixtures/proxy/sglang-standin.ts (which uses the same layout with "cpu"), NOT against
+ * a live SGLang (none runs here): if its torch lays keys out differently, set `storePrefix`.
  */
 import { createServer } from 'node:net'
 import type { DeviceName, Model, SaveDtype } from '../../native/index.ts'
@@ -42,6 +45,15 @@ import { silentLogger } from '../../runtime/log.ts'
 import { SglangEngine } from '../proxy/engines/sglang.ts'
 
 /** One SGLang server taking part in the update group. */
+
+/**
+ * Where torch (≥ 2.0) puts the store keys of a process group that SGLang's `init_custom_process_group`
+ * creates under `groupName` (see the NOTE above): `<g>/<g>//<device>/`, device "cuda" for NCCL ("cpu" for
+ * Gloo, which only our stand-in uses).
+ */
+export function sglangStorePrefix(groupName: string, backend: 'nccl' | 'gloo'): string {
+  return `${groupName}/${groupName}//${backend === 'nccl' ? 'cuda' : 'cpu'}/`
+}
 export interface PublishEngine {
   /** its HTTP address (http://host:port) */
   url: string
@@ -56,7 +68,7 @@ export interface DistributedPublisherConfig {
   /** 0: a free port picked at connect(). */
   masterPort: number
   groupName: string
-  /** the group's store keys live under this prefix (default: groupName; see the interop NOTE). */
+  /** the group's store keys live under this prefix (default: sglangStorePrefix(groupName, backend); see the interop NOTE). */
   storePrefix?: string
   /** 'nccl' (GPU trainer and servers) or 'gloo' (CPU; the stand-in). */
   backend: 'nccl' | 'gloo'
@@ -209,7 +221,7 @@ export class DistributedPublisher {
         host: c.masterAddress,
         port,
         backend: c.backend,
-        storePrefix: c.storePrefix ?? c.groupName,
+        storePrefix: c.storePrefix ?? sglangStorePrefix(c.groupName, c.backend),
         timeoutMs: c.groupTimeoutMs,
         ...(c.device ? { device: c.device } : {}),
         ...(glooHostname ? { glooHostname } : {}),

@@ -17,6 +17,7 @@ import {
   DistributedPublisher,
   type DistributedPublisherConfig,
   followPublish,
+  sglangStorePrefix,
 } from '../../actors/trainer/publish-distributed.ts'
 import { createModel, type HfQwen3Config, initProcessGroup, type Model } from '../../native/index.ts'
 import { QWEN3_DIR } from '../fixtures/proxy/qwen3.ts'
@@ -325,6 +326,14 @@ describe('publisher configuration and buckets', () => {
       ['c'],
       ['d', 'e'],
     ])
+  })
+
+  it("should put the group's store keys where torch puts those of SGLang's group", () => {
+    // PrefixStore(g) ∘ PrefixStore(g + '/') ∘ PrefixStore('cuda/'), each joining with '/'
+    expect(sglangStorePrefix('weight_update_group', 'nccl')).to.equal(
+      'weight_update_group/weight_update_group//cuda/',
+    )
+    expect(sglangStorePrefix('g', 'gloo')).to.equal('g/g//cpu/')
   })
 
   it('should give each engine the rank offset after the tp sizes before it', () => {
