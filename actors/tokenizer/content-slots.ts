@@ -12,12 +12,15 @@
  *    searched for, split on: `'</think>' in content`, `content.startswith('<tool_response>')`) must not
  *    occur in a field; strip/lstrip/rstrip arguments must not start or end one; and no field may be empty
  *    or start or end with whitespace (truth tests; strip/trim). Literals compared with `x.role` are exempt
- *    (roles are part of the layout key). `length`/`count` of, or indexing into, anything but `messages`,
- *    `tools`, tool calls or the parts of a split turns the fast path off for the template (`content|length
- *    > 80`, `content[0]`); other ways of measuring a field (a macro doing it) are not detected.
- * 2. Two renders per layout with different sentinels (quotes, backslash, `<&>`, braces, a newline, non-ASCII):
- *    each must appear exactly once and the second render must equal the layout filled with the second set,
- *    which catches escaping, case changes and content-dependent text around the slots.
+ *    (roles are part of the layout key). Anything else that could measure or reshape a field turns the
+ *    fast path off for the whole template: indexing, looping over or filtering anything but the
+ *    conversation's lists (`messages`, `tools`, tool calls; `content[0]`, `content|length`, `content|first`),
+ *    and methods or filters outside a short list — searches and splits on literals (covered above),
+ *    `trim`/`string`/`default` (no-ops on such fields), and, where their result is written out, case
+ *    changes and escaping (caught by point 2).
+ * 2. Two renders per layout with different sentinels (quotes, backslash, `<&>`, braces, a newline, non-ASCII,
+ *    different first and last characters): each must appear once and the second render must equal the
+ *    layout filled with the second set, which catches escaping, case changes and text that depends on them.
  * Anything else (assistant messages, tool calls, reasoning, other fields, a rewrite) takes the Jinja path;
  * test/tokenizer/content-slots.test.ts checks the two paths agree for Qwen3 over many messages.
  */
@@ -34,8 +37,16 @@ export interface ContentRules {
 type AstNode = { type: string; [k: string]: unknown }
 
 const STRIP = new Set(['strip', 'lstrip', 'rstrip'])
-/** `length`/`count` of these (by name) measures the conversation, not a field */
+/** lists by these names are the conversation's, not a field: they may be measured, indexed, looped over */
 const MEASURABLE = new Set(['messages', 'tools', 'tool_calls'])
+/** methods that, on a field passing the rules, find nothing, split nothing off and strip nothing */
+const SAFE_METHODS = new Set(['startswith', 'endswith', 'split', 'replace', 'strip', 'lstrip', 'rstrip'])
+/** methods over a mapping (`tool.parameters.items()`): iterating one is not iterating a field */
+const MAP_METHODS = new Set(['items', 'keys', 'values', 'get'])
+/** filters that leave a field passing the rules as it is */
+const SAFE_FILTERS = new Set(['trim', 'string', 'default', 'd', 'replace'])
+/** filters and methods that reshape every character alike: fine where written out (point 2 checks them) */
+const OUTPUT_FILTERS = new Set(['tojson', 'upper', 'lower', 'title', 'capitalize', 'e', 'escape', 'safe'])
 /** the message fields a slot may hold */
 const FIELDS = ['content', 'name', 'tool_call_id'] as const
 type Field = (typeof FIELDS)[number]
@@ -63,6 +74,20 @@ function isStringList(n: unknown): boolean {
 /** `….split(…)`: a call of a member named split */
 function isSplit(n: unknown): boolean {
   return isNode(n) && n.type === 'CallExpression' && nameOf(n.callee) === 'split'
+}
+
+/** One of the conversation's lists (`messages`, `messages[::-1]`, `tools|selectattr(…)`), by its name. */
+function isList(n: unknown): boolean {
+  if (!isNode(n)) return false
+  if (MEASURABLE.has(nameOf(n) ?? '')) return true
+  if (n.type === 'MemberExpression' && n.computed) return isList(n.object)
+  if (n.type === 'FilterExpression') return isList(n.operand)
+  return false
+}
+
+/** A name of a filter node (`upper`, or `replace` of `replace('a', 'b')`). */
+function filterName(f: unknown): string | undefined {
+  return isNode(f) && f.type === 'CallExpression' ? nameOf(f.callee) : nameOf(f)
 }
 
 /** The name a `length`/`count` operand is known by (`messages`, `message.tool_calls`), if any. */
@@ -100,11 +125,19 @@ export function contentRules(program: unknown): ContentRules | null {
         walk(x.test, false)
         walk(x.body, out)
         return walk(x.alternate, out)
-      case 'For':
+      case 'For': {
+        // looping over a field would measure it; mappings (`….items()`) and the conversation's lists are fine
+        const it = x.iterable
+        const overMap =
+          isNode(it) &&
+          ((it.type === 'CallExpression' && MAP_METHODS.has(nameOf(it.callee) ?? '')) ||
+            (it.type === 'FilterExpression' && ['items', 'dictsort'].includes(filterName(it.filter) ?? '')))
+        if (!isList(it) && !overMap) opaque = false
         walk(x.loopvar, false)
         walk(x.iterable, false)
         walk(x.body, out)
         return walk(x.defaultBlock, out)
+      }
       case 'Ternary':
         walk(x.condition, false)
         walk(x.trueExpr, out)
@@ -126,21 +159,30 @@ export function contentRules(program: unknown): ContentRules | null {
       }
       case 'CallExpression': {
         const c = x.callee
-        if (isNode(c) && c.type === 'MemberExpression' && !c.computed && STRIP.has(nameOf(c) ?? '')) {
+        const method = isNode(c) && c.type === 'MemberExpression' && !c.computed ? nameOf(c) : undefined
+        if (
+          method !== undefined &&
+          !isList((c as AstNode).object) &&
+          !SAFE_METHODS.has(method) &&
+          !MAP_METHODS.has(method) &&
+          !(out && OUTPUT_FILTERS.has(method))
+        )
+          opaque = false
+        if (method !== undefined && STRIP.has(method)) {
           for (const a of x.args as unknown[]) {
             if (isNode(a) && a.type === 'StringLiteral') for (const ch of a.value as string) edge.add(ch)
             else walk(a, false)
           }
           return walk(c, false)
         }
-        if (nameOf(c) === 'len' && !MEASURABLE.has(nameOf((x.args as unknown[])[0]) ?? '')) opaque = false
+        if (nameOf(c) === 'len' && !isList((x.args as unknown[])[0])) opaque = false
         walk(c, false)
         return walk(x.args, false)
       }
       case 'FilterExpression': {
         const f = x.filter
-        const fname = isNode(f) && f.type === 'CallExpression' ? nameOf(f.callee) : nameOf(f)
-        if ((fname === 'length' || fname === 'count') && !MEASURABLE.has(nameOf(x.operand) ?? ''))
+        const fname = filterName(f) ?? ''
+        if (!isList(x.operand) && !SAFE_FILTERS.has(fname) && !(out && OUTPUT_FILTERS.has(fname)))
           opaque = false
         walk(x.operand, false)
         return walk(f, false)
@@ -151,7 +193,7 @@ export function contentRules(program: unknown): ContentRules | null {
           return walk(x.object, false)
         // indexing or slicing a field (`content[0]`, `content[:80]`) measures it: only the conversation's
         // lists and the parts of a split (on a literal no field may contain: the whole field) may be indexed
-        if (x.computed && !MEASURABLE.has(nameOf(x.object) ?? '') && !isSplit(x.object)) opaque = false
+        if (x.computed && !isList(x.object) && !isSplit(x.object)) opaque = false
         walk(x.object, false)
         return walk(x.property, false)
       }
@@ -200,11 +242,11 @@ function shapeOf(messages: readonly ChatMessage[], rules: ContentRules): string 
   return shape
 }
 
-/** Sentinel values: set 0 and set 1 differ in length and characters; both pass the Qwen3-style rules. */
+/** Sentinel values: set 0 and set 1 differ in length and in every position; both pass the Qwen3 rules. */
 function sentinel(set: number, msg: number, field: Field): string {
   return set === 0
     ? `\u2063S${msg}${field}«"q'\\<a&b>{{x}}\nλ→🙂»\u2063`
-    : `\u2063T${msg}${field}:Zz9\u00e9<\u2063`
+    : `\u2064T${msg}${field}:Zz9\u00e9<\u2064`
 }
 
 function withValues(messages: readonly ChatMessage[], set: number): ChatMessage[] {

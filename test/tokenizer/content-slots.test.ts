@@ -26,6 +26,7 @@ const PIECES = [
   'x',
   'user',
   'The user asked about the assistant and the tool.',
+  'well, fine',
 ]
 
 function randomMessage(rand: () => number, i: number): ChatMessage {
@@ -168,6 +169,26 @@ describe('content slots (deltas without running the template)', () => {
       [
         'indexes into it',
         `{% for m in messages %}${user}{% if m.content and m.content[0] in 'QWERTY' %}[U]{% endif %}{{ m.content }}<|im_end|>\n{% endfor %}`,
+        false,
+      ],
+      [
+        'compares it upper-cased',
+        `{% for m in messages %}${user}{% if (m.content|upper) == 'X' %}[X]{% endif %}{{ m.content }}<|im_end|>\n{% endfor %}`,
+        false,
+      ],
+      [
+        'tests it upper-cased through a method',
+        `{% for m in messages %}${user}{% if m.content.upper().startswith('W') %}[W]{% endif %}{{ m.content }}<|im_end|>\n{% endfor %}`,
+        false,
+      ],
+      [
+        'writes its length',
+        `{% for m in messages %}${user}{{ m.content|length }}<|im_end|>\n{% endfor %}`,
+        false,
+      ],
+      [
+        'writes it indented',
+        `{% for m in messages %}${user}{{ m.content|indent(2) }}<|im_end|>\n{% endfor %}`,
         false,
       ],
       [
