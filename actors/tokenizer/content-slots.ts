@@ -118,6 +118,11 @@ export function contentRules(program: unknown): ContentRules | null {
         return walk(x.body, true)
       case 'Comment':
         return
+      case 'FilterStatement':
+      case 'CallStatement':
+        // a filtered block or a caller block reshapes whatever it writes: not followed
+        opaque = false
+        return
       case 'StringLiteral':
         if (!out && x.value !== '') contain.add(x.value as string)
         return

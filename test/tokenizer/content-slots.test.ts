@@ -182,6 +182,11 @@ describe('content slots (deltas without running the template)', () => {
         false,
       ],
       [
+        'writes it in a filter block',
+        `{% for m in messages %}${user}{% filter upper %}{{ m.content }}{% endfilter %}<|im_end|>\n{% endfor %}`,
+        false,
+      ],
+      [
         'writes its length',
         `{% for m in messages %}${user}{{ m.content|length }}<|im_end|>\n{% endfor %}`,
         false,
