@@ -12,8 +12,10 @@
  *    searched for, split on: `'</think>' in content`, `content.startswith('<tool_response>')`) must not
  *    occur in a field; strip/lstrip/rstrip arguments must not start or end one; and no field may be empty
  *    or start or end with whitespace (truth tests; strip/trim). Literals compared with `x.role` are exempt
- *    (roles are part of the layout key). Anything else that could measure or reshape a field turns the
- *    fast path off for the whole template: indexing, looping over or filtering anything but the
+ *    (roles are part of the layout key). A field (or a variable set from one, or a macro parameter) may be
+ *    compared or searched only as it is and only with literals. Anything else that could measure or
+ *    reshape a field turns the fast path off for the whole template: comparing it with another value
+ *    (`m.content == prev.content`), indexing, looping over or filtering anything but the
  *    conversation's lists (`messages`, `tools`, tool calls; `content[0]`, `content|length`, `content|first`),
  *    and methods or filters outside a short list — searches and splits on literals (covered above),
  *    `trim`/`string`/`default` (no-ops on such fields), and, where their result is written out, case
@@ -71,9 +73,76 @@ function isStringList(n: unknown): boolean {
   )
 }
 
-/** `….split(…)`: a call of a member named split */
+/** `….split('…')`: a split on a literal (which no field may contain, so the one part is the whole field) */
 function isSplit(n: unknown): boolean {
-  return isNode(n) && n.type === 'CallExpression' && nameOf(n.callee) === 'split'
+  if (!isNode(n) || n.type !== 'CallExpression' || nameOf(n.callee) !== 'split') return false
+  const sep = (n.args as unknown[])[0]
+  return isNode(sep) && sep.type === 'StringLiteral' && sep.value !== ''
+}
+
+const COMPARISONS = new Set(['==', '!=', '<', '>', '<=', '>=', 'in', 'not in'])
+const CONSTANTS = new Set(['none', 'None', 'true', 'True', 'false', 'False'])
+
+/** A literal a field may be compared with (strings are guarded by the rules; the rest never equal a string). */
+function isConstant(n: unknown): boolean {
+  if (!isNode(n)) return false
+  if (['StringLiteral', 'IntegerLiteral', 'FloatLiteral'].includes(n.type) || isStringList(n)) return true
+  return n.type === 'Identifier' && CONSTANTS.has(n.value as string)
+}
+
+/**
+ * Names that may hold a field: the fields themselves, macro parameters, and every variable set from an
+ * expression mentioning one (`set content = message.content.split('</think>')[-1]`), to a fixed point.
+ */
+function fieldNames(program: unknown): Set<string> {
+  const names = new Set<string>(FIELDS)
+  const sets: AstNode[] = []
+  const collect = (x: unknown): void => {
+    if (Array.isArray(x)) {
+      for (const y of x) collect(y)
+      return
+    }
+    if (!isNode(x)) return
+    if (x.type === 'Set') sets.push(x)
+    if (x.type === 'Macro') for (const a of x.args as unknown[]) if (nameOf(a)) names.add(nameOf(a)!)
+    for (const [k, v] of Object.entries(x)) if (k !== 'type') collect(v)
+  }
+  collect(program)
+  for (let grew = true; grew; ) {
+    grew = false
+    for (const st of sets) {
+      const target =
+        isNode(st.assignee) && st.assignee.type === 'Identifier' ? (st.assignee.value as string) : null
+      if (target && !names.has(target) && mentions(st.value ?? st.body, names)) {
+        names.add(target)
+        grew = true
+      }
+    }
+  }
+  return names
+}
+
+/** Whether an expression mentions a field: a name in `names` or a member by such a name (`m.content`). */
+function mentions(x: unknown, names: Set<string>): boolean {
+  if (Array.isArray(x)) return x.some((y) => mentions(y, names))
+  if (!isNode(x)) return false
+  if (x.type === 'Identifier') return names.has(x.value as string)
+  if (x.type === 'MemberExpression' && !x.computed && names.has(nameOf(x) ?? '')) return true
+  for (const [k, v] of Object.entries(x))
+    if (k !== 'type' && k !== 'property' && mentions(v, names)) return true
+  return false
+}
+
+/** A field as it is, or trimmed, or split on a literal and indexed: what a comparison with a literal may see. */
+function isFieldPath(n: unknown): boolean {
+  if (!isNode(n)) return false
+  if (n.type === 'Identifier') return true
+  if (n.type === 'MemberExpression') return n.computed ? isSplit(n.object) : isFieldPath(n.object)
+  if (n.type === 'CallExpression' && isNode(n.callee) && n.callee.type === 'MemberExpression')
+    return STRIP.has(nameOf(n.callee) ?? '') && isFieldPath(n.callee.object)
+  if (n.type === 'FilterExpression')
+    return ['trim', 'string'].includes(filterName(n.filter) ?? '') && isFieldPath(n.operand)
+  return false
 }
 
 /** One of the conversation's lists (`messages`, `messages[::-1]`, `tools|selectattr(…)`), by its name. */
@@ -106,6 +175,7 @@ function nameOf(n: unknown): string | undefined {
 export function contentRules(program: unknown): ContentRules | null {
   const contain = new Set<string>()
   const edge = new Set<string>()
+  const names = fieldNames(program)
   let opaque = true
   const walk = (x: unknown, out: boolean): undefined => {
     if (Array.isArray(x)) {
@@ -159,6 +229,15 @@ export function contentRules(program: unknown): ContentRules | null {
             ((op === 'in' || op === 'not in') && isStringList(b)))
         if (roleLit(x.left, x.right)) return walk(x.left, false)
         if (roleLit(x.right, x.left)) return walk(x.right, false)
+        // a field may only be compared, as it is, with a literal (which the rules keep out of it): not with
+        // another field (`m.content == prev.content`) nor built into something else (`'Q' ~ content == 'Qx'`)
+        if (op !== undefined && COMPARISONS.has(op)) {
+          for (const [a, b] of [
+            [x.left, x.right],
+            [x.right, x.left],
+          ])
+            if (mentions(a, names) && !(isFieldPath(a) && isConstant(b))) opaque = false
+        }
         walk(x.left, false)
         return walk(x.right, false)
       }
@@ -171,6 +250,13 @@ export function contentRules(program: unknown): ContentRules | null {
           !SAFE_METHODS.has(method) &&
           !MAP_METHODS.has(method) &&
           !(out && OUTPUT_FILTERS.has(method))
+        )
+          opaque = false
+        // searching a field for something other than a literal (`content.startswith(prefix)`)
+        if (
+          method !== undefined &&
+          mentions((c as AstNode).object, names) &&
+          !(x.args as unknown[]).every((a) => isNode(a) && a.type === 'StringLiteral')
         )
           opaque = false
         if (method !== undefined && STRIP.has(method)) {

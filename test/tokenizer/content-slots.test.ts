@@ -187,6 +187,26 @@ describe('content slots (deltas without running the template)', () => {
         false,
       ],
       [
+        'compares it with the message before',
+        `{% for m in messages %}${user}{% if not loop.first and m.content == messages[loop.index0 - 1].content %}[dup]{% endif %}{{ m.content }}<|im_end|>\n{% endfor %}`,
+        false,
+      ],
+      [
+        'compares it with a literal after joining text to it',
+        `{% for m in messages %}${user}{% if ('Q' ~ m.content) == 'Qx' %}[Qx]{% endif %}{{ m.content }}<|im_end|>\n{% endfor %}`,
+        false,
+      ],
+      [
+        'compares a variable set from it',
+        `{% for m in messages %}{% set c = m.content %}${user}{% if c == messages[0].role %}[R]{% endif %}{{ m.content }}<|im_end|>\n{% endfor %}`,
+        false,
+      ],
+      [
+        'searches it for something other than a literal',
+        `{% for m in messages %}${user}{% if m.content.startswith(messages[0].role) %}[S]{% endif %}{{ m.content }}<|im_end|>\n{% endfor %}`,
+        false,
+      ],
+      [
         'writes its length',
         `{% for m in messages %}${user}{{ m.content|length }}<|im_end|>\n{% endfor %}`,
         false,
@@ -216,7 +236,8 @@ describe('content slots (deltas without running the template)', () => {
         const slow = templateOnly(fast)
         const rand = mulberry32(11)
         for (let i = 0; i < 80; i++) {
-          const messages = [randomMessage(rand, i)]
+          // one to three messages: a delta of several can hold equal fields
+          const messages = Array.from({ length: 1 + (i % 3) }, (_, k) => randomMessage(rand, i * 3 + k))
           const opts = { prevReasoning: 'none' as const, outputEndsWithEos: true }
           expect(fast.delta(messages, {}, opts), JSON.stringify(messages)).to.deep.equal(
             slow.delta(messages, {}, opts),
