@@ -423,7 +423,12 @@ export class ContentSlots {
     const key = `${context}\u0000${shape}`
     let layout = this.layouts.get(key)
     if (layout === undefined) {
-      layout = learn(messages, this.rules, renderDelta)
+      try {
+        layout = learn(messages, this.rules, renderDelta)
+      } catch {
+        // the template refused the sentinel messages: the template itself renders (or refuses) the real ones
+        layout = null
+      }
       if (this.layouts.size >= LAYOUT_CACHE_MAX) this.layouts.delete(this.layouts.keys().next().value!)
       this.layouts.set(key, layout)
     }

@@ -138,6 +138,26 @@ describe('content slots (deltas without running the template)', () => {
     })
   })
 
+  describe('with a template that refuses some messages', () => {
+    it('should refuse them as the template does (PRX_ERR_TEMPLATE) and still fill the others', () => {
+      const { tokenizer } = qwen3()
+      const source =
+        "{% if messages[-1].role == 'system' %}{{ raise_exception('no system message last') }}{% endif %}" +
+        "{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{% endfor %}" +
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+      const fast = new PromptBuilder(tokenizer, new ChatTemplate(source), 0)
+      const opts = { prevReasoning: 'none' as const, outputEndsWithEos: true }
+      for (let i = 0; i < 2; i++) {
+        expect(() => fast.delta([{ role: 'system', content: 'late' }], {}, opts))
+          .to.throw('no system message last')
+          .with.property('code', 'PRX_ERR_TEMPLATE')
+      }
+      const d = fast.delta([{ role: 'user', content: 'fine' }], {}, opts)
+      expect(d).to.deep.equal(templateOnly(fast).delta([{ role: 'user', content: 'fine' }], {}, opts))
+      expect(fast.slotDeltas).to.equal(1)
+    })
+  })
+
   describe('with templates that do more than write the content', () => {
     const user = "{{ '<|im_start|>' + m.role + '\\n' }}"
     const cases: [string, string, boolean][] = [
