@@ -266,6 +266,12 @@ export interface ProcessGroupOptions {
   device?: DeviceName
   /** This group's keys in the store live under this prefix (c10d PrefixStore), e.g. a group name. */
   storePrefix?: string
+  /**
+   * NCCL: run a one-element all-reduce when the group is made, so a bad rendezvous fails here rather than
+   * at the first real collective (default true). False for a group whose other ranks are not ours and run
+   * no such collective — SGLang's weight-update group, which torch.distributed builds lazily.
+   */
+  eagerConnect?: boolean
 }
 
 /** What publishParameters/receiveParameters send: which parameters, in which dtype, from which rank. */

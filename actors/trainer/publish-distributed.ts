@@ -222,6 +222,7 @@ export class DistributedPublisher {
         port,
         backend: c.backend,
         storePrefix: c.storePrefix ?? sglangStorePrefix(c.groupName, c.backend),
+        eagerConnect: false, // SGLang's side runs no collective at creation
         timeoutMs: c.groupTimeoutMs,
         ...(c.device ? { device: c.device } : {}),
         ...(glooHostname ? { glooHostname } : {}),

@@ -82,7 +82,8 @@ std::shared_ptr<Comm> groupOf(Napi::Env env, const Napi::Object& opts) {
   return comm && comm->worldSize() > 1 ? comm : nullptr;
 }
 
-// initProcessGroup({rank, worldSize, storePath | host+port, glooHostname, timeoutMs, backend, device})
+// initProcessGroup({rank, worldSize, storePath | host+port, glooHostname, timeoutMs, backend, device,
+// storePrefix, eagerConnect})
 Napi::Value InitProcessGroup(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     auto o = obj(info[0], "options");
@@ -97,6 +98,10 @@ Napi::Value InitProcessGroup(const Napi::CallbackInfo& info) {
     c.backend = str(o, "backend", "gloo");
     c.device = str(o, "device", "");
     c.storePrefix = str(o, "storePrefix", "");
+    if (o.Has("eagerConnect") && !o.Get("eagerConnect").IsUndefined()) {
+      TRN_CHECK(o.Get("eagerConnect").IsBoolean(), "TRN_ERR_ARG", "eagerConnect must be a boolean");
+      c.eagerConnect = o.Get("eagerConnect").As<Napi::Boolean>().Value();
+    }
     TRN_CHECK(c.worldSize >= 1, "TRN_ERR_ARG", "worldSize must be >= 1");
     TRN_CHECK(c.rank >= 0 && c.rank < c.worldSize, "TRN_ERR_ARG", "rank must be in [0, worldSize)");
     auto holder = std::make_shared<std::shared_ptr<Comm>>();

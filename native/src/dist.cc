@@ -242,7 +242,7 @@ std::shared_ptr<Comm> createNccl(const CommOptions& o) {
   opts->timeout = std::chrono::milliseconds(o.timeoutMs);
   auto pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, o.rank, o.worldSize, opts);
   auto comm = std::make_shared<NcclComm>(pg, o.rank, o.worldSize, dev);
-  comm->barrier();  // creates the communicator now, so a bad rendezvous fails here, not mid-step
+  if (o.eagerConnect) comm->barrier();  // creates the communicator now, so a bad rendezvous fails here, not mid-step
   return comm;
 }
 

@@ -26,6 +26,9 @@ struct CommOptions {
   std::string backend = "gloo";  // "gloo" | "nccl"
   std::string device;            // NCCL: this rank's CUDA device ("cuda:N"); default cuda:(rank % count)
   std::string storePrefix;       // keys of this group in the store live under this prefix (c10d PrefixStore)
+  // NCCL: a one-element all-reduce at creation (so a bad rendezvous fails there, not mid-step); off for a
+  // group whose peers run no such collective (SGLang's weight-update group, built by torch.distributed).
+  bool eagerConnect = true;
 };
 
 class Comm {

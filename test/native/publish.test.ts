@@ -74,6 +74,20 @@ describe('weight publishing over an update group', () => {
     }
   })
 
+  it('should refuse an eagerConnect that is not a boolean, with TRN_ERR_ARG', async () => {
+    const bad = initProcessGroup({
+      rank: 0,
+      worldSize: 1,
+      storePath: join(dir, 'bad-store'),
+      eagerConnect: 'yes' as unknown as boolean,
+    })
+    let code: string | undefined
+    await bad.catch((e: { code?: string }) => {
+      code = e.code
+    })
+    expect(code).to.equal('TRN_ERR_ARG')
+  })
+
   it('should refuse unknown names and a publisher that is not the root, with TRN_ERR_ARG', async () => {
     const codeOf = async (p: Promise<unknown>) => {
       try {
