@@ -179,6 +179,44 @@ describe('the native trainer on a GPU', function () {
     })
   })
 
+  it('should agree with the ATen path on the vectorised and the scalar kernel variants', async function () {
+    if (!buildInfo().kernels) this.skip()
+    // head_dim 16 / vocab 512: 16-byte vectors in both kernels; head_dim 8 / vocab 509: bf16 RoPE and
+    // both dtypes' softmax rows take the one-element path (float32 RoPE stays vectorised).
+    for (const [hd, vocab] of [
+      [16, 512],
+      [8, 509],
+    ] as const) {
+      const c = debugConfig({
+        vocab_size: vocab,
+        head_dim: hd,
+        tie_word_embeddings: false,
+        eos_token_id: vocab - 1,
+      })
+      const mb = [microBatch([40, 75], vocab, 7)]
+      for (const computeDtype of ['float32', 'bfloat16'] as const) {
+        const m = await createModel({ config: c, seed: 18, device: 'cuda', computeDtype })
+        const [lpTol, gTol] = computeDtype === 'float32' ? [1e-5, 1e-4] : [1e-2, 3e-2]
+        const batch = packed([33, 120, 7], vocab, 9)
+        const k = await m.logprobs(batch, { temperature: 0.8 })
+        const gk = await m.gradients(mb, { ...loss, entropyCoef: 0.05 })
+        process.env.TRN_KERNELS = 'aten'
+        try {
+          const a = await m.logprobs(batch, { temperature: 0.8 })
+          const ga = await m.gradients(mb, { ...loss, entropyCoef: 0.05 })
+          const what = `head_dim ${hd}, vocab ${vocab}, ${computeDtype}`
+          expect(relErr(k.logprobs, a.logprobs), `logprobs (${what})`).to.be.below(lpTol)
+          expect(relErr(k.entropy, a.entropy), `entropy (${what})`).to.be.below(lpTol)
+          for (const [name, g] of Object.entries(ga.grads))
+            expect(relErr(gk.grads[name]!, g), `${name} (${what})`).to.be.below(gTol)
+        } finally {
+          delete process.env.TRN_KERNELS
+        }
+        m.dispose()
+      }
+    }
+  })
+
   it('should generate on cuda with log-probs the scorer agrees with', async () => {
     const gpu = await createModel({ config, seed: 15, device: 'cuda' })
     const prompt = packed([9], V, 9).inputIds
