@@ -29,7 +29,7 @@ export const busDefaults: BusConfig = {
   maxFrameBytes: 1 << 30,
   maxInflight: 1024,
   heartbeatMs: 1000,
-  deadlineMs: 5000,
+  deadlineMs: 15000,
 }
 
 import { type ConfigOf, c } from './config.ts'
@@ -61,7 +61,10 @@ export const busSchema = c.obj({
     doc: 'handlers running at once per actor (backpressure)',
   }),
   heartbeat_ms: c.int(busDefaults.heartbeatMs, { min: 10, doc: 'actor heartbeat interval' }),
-  deadline_ms: c.int(busDefaults.deadlineMs, { min: 20, doc: 'an actor silent this long is declared dead' }),
+  deadline_ms: c.int(busDefaults.deadlineMs, {
+    min: 20,
+    doc: 'an actor silent this long is declared dead (a crashed process is seen at once by its supervisor)',
+  }),
 })
 
 export function toBusConfig(s: ConfigOf<typeof busSchema>): BusConfig {
