@@ -45,6 +45,37 @@ const WORD_CACHE_MAX = 1 << 16
 /** longer pre-tokens are not remembered */
 const WORD_CACHE_CHARS = 128
 
+/**
+ * The Split pre-tokenizer's "Isolated" behaviour (the library's regex_split): the matches and the text
+ * between them, in order, empty pieces dropped. An exec loop on one regex instead of `matchAll`, which
+ * clones the regex and allocates an iterator per call; an empty match advances as matchAll does.
+ */
+export function splitIsolated(text: string, re: RegExp): string[] {
+  const unicode = re.unicode || re.flags.includes('v')
+  const out: string[] = []
+  let prev = 0
+  re.lastIndex = 0
+  for (let m = re.exec(text); m !== null; m = re.exec(text)) {
+    const at = m.index
+    const full = m[0]
+    if (prev < at) out.push(text.slice(prev, at))
+    if (full.length > 0) out.push(full)
+    else re.lastIndex = advance(text, re.lastIndex, unicode)
+    prev = at + full.length
+  }
+  if (prev < text.length) out.push(text.slice(prev))
+  return out
+}
+
+/** ECMAScript AdvanceStringIndex: one code unit, or one code point in unicode mode. */
+function advance(text: string, i: number, unicode: boolean): number {
+  if (!unicode || i + 1 >= text.length) return i + 1
+  const c = text.charCodeAt(i)
+  if (c < 0xd800 || c > 0xdbff) return i + 1
+  const d = text.charCodeAt(i + 1)
+  return d >= 0xdc00 && d <= 0xdfff ? i + 2 : i + 1
+}
+
 export class ByteLevelBpe {
   private readonly cache = new Map<string, number[]>()
 
@@ -102,10 +133,17 @@ export class ByteLevelBpe {
       )
         return null
       const inner = (t.pre_tokenizer as { tokenizers?: unknown[] }).tokenizers
-      const splitter = inner?.[0] as { pre_tokenize_text?: (text: string) => string[] } | undefined
+      const splitter = inner?.[0] as { pattern?: unknown } | undefined
       byteLevel = inner?.[1] as ByteLevelPre
-      if (typeof splitter?.pre_tokenize_text !== 'function' || byteLevel?.use_regex !== false) return null
-      words = (text) => splitter.pre_tokenize_text!(text)
+      if (
+        !(splitter?.pattern instanceof RegExp) ||
+        !splitter.pattern.global ||
+        byteLevel?.use_regex !== false
+      )
+        return null
+      // our own copy: exec moves lastIndex, and the library's matchAll starts from the original's
+      const pattern = new RegExp(splitter.pattern.source, splitter.pattern.flags)
+      words = (text) => splitIsolated(text, pattern)
     } else {
       return null
     }

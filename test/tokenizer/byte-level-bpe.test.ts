@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { expect } from 'chai'
+import { splitIsolated } from '../../actors/tokenizer/byte-level-bpe.ts'
 import { ModelTokenizer } from '../../actors/tokenizer/tokenizer.ts'
 import { rng } from '../../runtime/rng.ts'
 import { QWEN3_DIR, qwen3, WEATHER_TOOL } from '../fixtures/proxy/qwen3.ts'
@@ -59,7 +60,35 @@ function expectSameIds(tok: ModelTokenizer, texts: string[]): void {
   }
 }
 
+/** The library's regex_split, as it reads (matchAll): the reference for splitIsolated. */
+function referenceSplit(text: string, re: RegExp): string[] {
+  const out: string[] = []
+  let prev = 0
+  for (const m of text.matchAll(re)) {
+    if (prev < m.index!) out.push(text.slice(prev, m.index))
+    if (m[0].length > 0) out.push(m[0])
+    prev = m.index! + m[0].length
+  }
+  if (prev < text.length) out.push(text.slice(prev))
+  return out
+}
+
 describe('byte-level BPE encoding (the fast path beside the library)', () => {
+  describe('when splitting on a regex (Isolated)', () => {
+    it('should give the pieces matchAll gives, also for empty matches over surrogate pairs', () => {
+      const rand = rng(21)
+      const texts = ['', 'x', '🙂🙂a', 'a\ud83d', ...Array.from({ length: 400 }, () => randomText(rand))]
+      const regexes = [/\p{L}+|\p{N}/gu, /x*/gu, /x*/g, /(?=a)|\s+/gu, /🙂|\n+/gu, /\b/g]
+      for (const re of regexes) {
+        for (const text of texts) {
+          expect(splitIsolated(text, re), `${re} on ${JSON.stringify(text)}`).to.deep.equal(
+            referenceSplit(text, re),
+          )
+        }
+      }
+    })
+  })
+
   describe('with the Qwen3 tokenizer (Split + ByteLevel, NFC)', () => {
     it('should take the fast path', () => {
       expect(qwen3().tokenizer.fastEncode).to.equal(true)
