@@ -15,7 +15,8 @@
  *        ─ pre-tokens (Split regex, or the ByteLevel regex) ─ ids per pre-token (cached: byte-level + BPE)
  *
  * `ByteLevelBpe.of` answers null for any other layout (and for a library whose internals moved), and the
- * caller keeps the library's encode; test/tokenizer/byte-level-bpe.test.ts compares both on many texts.
+ * caller keeps the library's encode; `ByteLevelDecoder` does the same for decode (ByteLevel decoders).
+ * test/tokenizer/byte-level-bpe.test.ts compares both with the library on many texts and id runs.
  */
 import type { Tokenizer } from '@huggingface/tokenizers'
 
