@@ -125,15 +125,20 @@ export class EnginePool {
         this.inflight[i]!--
       }
       tried.clear()
+      // what a non-streaming backend (or the tail of a streaming one) has not handed over yet
+      if (res.outputIds.length > streamed)
+        o.onTokens?.(res.outputIds.subarray(streamed), res.logprobs.subarray(streamed))
+      finishReason = res.finishReason
+      if (finishReason !== 'abort' && resumes === 0) {
+        // one segment, the usual case: its arrays as they are (no copy of every token, twice)
+        const { outputIds, logprobs, versions } = res
+        return { outputIds, logprobs, versions, finishReason, resumes }
+      }
       for (let k = 0; k < res.outputIds.length; k++) {
         ids.push(res.outputIds[k]!)
         lps.push(res.logprobs[k]!)
         vers.push(res.versions[k]!)
       }
-      // what a non-streaming backend (or the tail of a streaming one) has not handed over yet
-      if (res.outputIds.length > streamed)
-        o.onTokens?.(res.outputIds.subarray(streamed), res.logprobs.subarray(streamed))
-      finishReason = res.finishReason
       if (finishReason !== 'abort') break
       if (o.signal?.aborted) throw o.signal.reason
       if (res.outputIds.length === 0 && !this.paused && ++idleAborts >= MAX_IDLE_ABORTS) {
