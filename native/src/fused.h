@@ -1,7 +1,10 @@
-// Tensor-level entry points to the hand-written CUDA kernels (kernels.h). `fusedFor()` says whether they
-// serve a device and dtype: only in builds with the kernels (TRN_HAVE_KERNELS), on CUDA, for float32,
-// bfloat16 and float16, and unless TRN_KERNELS=aten asks for the ATen compositions (diagnostics; the GPU
-// tests compare the two). Callers keep their ATen path for everything else (the CPU, float64).
+// Tensor-level entry points to the hand-written CUDA kernels (kernels.h). `fusedFor()` says whether one
+// serves a device and dtype: only in builds with the kernels (TRN_HAVE_KERNELS), on CUDA, for float32,
+// bfloat16 and float16. TRN_KERNELS picks: unset — the softmax-rows kernel; `aten` — none (the ATen
+// compositions; the GPU tests compare against them); `rope` — the RoPE kernel alone. The RoPE kernel is
+// opt-in until verified: in bf16 one check (head_dim 16, vocab 512) gave gradients 20% off the ATen path's
+// on a batch whose πprox put many tokens at the PPO clip edges, where rounding alone can move them across;
+// float32 agreed to rounding and other shapes agreed in bf16. Callers keep their ATen path otherwise.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -10,7 +13,8 @@
 
 namespace trn {
 
-bool fusedFor(const at::Device& device, at::ScalarType dtype);
+/** `kernel`: "rope" or "softmax" (see TRN_KERNELS above). */
+bool fusedFor(const at::Device& device, at::ScalarType dtype, const char* kernel);
 
 /** float32 RoPE tables for the kernel: cos and sin of pos·θ^(−2j/hd), each [T, hd/2], contiguous. */
 std::pair<at::Tensor, at::Tensor> ropeHalfTables(const at::Tensor& pos, int64_t hd, double theta);

@@ -389,9 +389,9 @@ at::Tensor Model::hidden(const Weights& w, const at::Tensor& ids0, const at::Ten
   auto x = at::embedding(w.embed, ids, -1, false, w.embed.requires_grad() && device().is_cpu());  // [T, H]
   auto tables = ropeTables(pos, hd, cfg.ropeTheta, x.scalar_type());
   // RoPE through RopeFn, tables expanded once per batch for q's and k's head counts (TRN_ATTENTION=reference: the plain path).
-  // On CUDA with the hand-written kernels (fused.h): one kernel each way over float32 half tables.
+  // The RoPE kernel (fused.h) only with TRN_KERNELS=rope, until verified on every shape.
   const bool fastRope = attentionOverride() != "reference";
-  const bool kernelRope = fastRope && fusedFor(x.device(), x.scalar_type());
+  const bool kernelRope = fastRope && fusedFor(x.device(), x.scalar_type(), "rope");
   RopeTables ropeQ, ropeK;
   std::pair<at::Tensor, at::Tensor> ropeH;
   if (kernelRope) {
@@ -495,7 +495,7 @@ Scores Model::score(const Weights& w, const at::Tensor& hidden, const PackedBatc
   // CUDA kernels (fused.h): the head's product written once in the compute dtype (straight into the kept
   // probabilities), then one kernel reads each row for its log-sum-exp, target log-prob and entropy (and
   // overwrites it with the probabilities when they are kept).
-  const bool kernel = ct == at::kFloat && fusedFor(device(), cd);
+  const bool kernel = ct == at::kFloat && fusedFor(device(), cd, "softmax");
   at::Tensor Wc = kernel ? w.lmHead.to(cd) : at::Tensor();
   for (int64_t c0 = 0; c0 < n; c0 += C) {
     const int64_t m = std::min(C, n - c0);
@@ -586,7 +586,7 @@ void Model::backwardThroughScores(const Weights& w, const at::Tensor& hidden, co
   }
   auto lossRows = withEntropy ? g.ne(0).logical_or(ge.ne(0)) : g.ne(0);
   // CUDA kernels (fused.h): the chunk's logits, then one kernel turns each row into its dz in place.
-  const bool kernel = ct == at::kFloat && fusedFor(device(), cd);
+  const bool kernel = ct == at::kFloat && fusedFor(device(), cd, "softmax");
   at::Tensor Wc = kernel ? W.to(cd) : at::Tensor();
   for (int64_t c0 = 0; c0 < n; c0 += C) {
     const int64_t m = std::min(C, n - c0);
