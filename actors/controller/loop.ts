@@ -40,7 +40,15 @@ export interface LoopConfig {
   checkpointDir: string
   /** pass^k reported for k = 1..passK */
   passK: number
+  /**
+   * After failed groups in a row, the next dispatch waits base·2^(k−1) ms (at most 5 s), so an outage (no
+   * live proxy, a dead rollout actor) is not retried in a tight loop; a success resets it, and a peer
+   * coming up or going down (poke) retries at once. Default 100.
+   */
+  failureBackoffMs?: number
 }
+
+const MAX_FAILURE_BACKOFF_MS = 5000
 
 export interface LoopOps {
   /** live rollout actor ids */
@@ -106,6 +114,9 @@ export class TrainingLoop {
   private stopping = false
   private failure: Error | undefined
   private wake: () => void = () => {}
+  /** groups failed in a row, and the pending retry while backing off */
+  private failStreak = 0
+  private backoff: ReturnType<typeof setTimeout> | undefined
   private groupSeq = 0
   private stepEpisodes: EpisodeResult[][] = []
   private readonly t0 = Date.now()
@@ -140,12 +151,19 @@ export class TrainingLoop {
   /** Ask the loop to stop after the current step (Ctrl-C). */
   stop(): void {
     this.stopping = true
+    this.clearBackoff()
     this.wake()
   }
 
-  /** Tell the loop a rollout actor joined or left (re-checks dispatch). */
+  /** Tell the loop a peer joined or left (re-checks dispatch at once, even while backing off). */
   poke(): void {
+    this.clearBackoff()
     this.wake()
+  }
+
+  private clearBackoff(): void {
+    if (this.backoff) clearTimeout(this.backoff)
+    this.backoff = undefined
   }
 
   /** Run until totalSteps are done (or stop()); resolves with the final state. */
@@ -181,7 +199,7 @@ export class TrainingLoop {
   }
 
   private dispatch(): void {
-    if (this.dispatchPaused || this.stopping) return
+    if (this.dispatchPaused || this.stopping || this.backoff) return
     for (;;) {
       const rollouts = this.ops.rollouts()
       if (rollouts.length === 0) return
@@ -196,12 +214,27 @@ export class TrainingLoop {
       const p = this.runGroup(best, groupId, taskId, admittedAt).finally(() => {
         this.inflight.delete(p)
         this.load.set(best, (this.load.get(best) ?? 1) - 1)
-        // keep generating while the trainer works: refill at once, not at the next loop turn
-        this.dispatch()
+        this.refill()
         this.wake()
       })
       this.inflight.add(p)
     }
+  }
+
+  /** Keep generating while the trainer works: refill at once — or, after failures in a row, a bit later. */
+  private refill(): void {
+    if (this.failStreak === 0) {
+      this.dispatch()
+      return
+    }
+    if (this.backoff || this.stopping) return
+    const base = this.cfg.failureBackoffMs ?? 100
+    const ms = Math.min(MAX_FAILURE_BACKOFF_MS, base * 2 ** Math.min(this.failStreak - 1, 16))
+    this.backoff = setTimeout(() => {
+      this.backoff = undefined
+      this.dispatch()
+      this.wake()
+    }, ms)
   }
 
   private async runGroup(
@@ -221,6 +254,7 @@ export class TrainingLoop {
       })
     } catch (e) {
       // the rollout actor died or failed: the group counts as failed; its task goes around again
+      this.failStreak++
       this.counters.failed++
       this.staleness.finish(false)
       this.retry.push(taskId)
@@ -230,6 +264,7 @@ export class TrainingLoop {
       )
       return
     }
+    this.failStreak = 0
     this.counters.episodes += res.episodes.length
     this.stepEpisodes.push(res.episodes)
     const rewards = res.episodes.map((e) => e.reward)

@@ -160,6 +160,38 @@ describe('training loop', () => {
     })
   })
 
+  describe('when no group can run for a while (an outage)', () => {
+    it('should back off between failed attempts instead of retrying in a tight loop, then go on', async () => {
+      const { ops } = makeOps(4)
+      const run = ops.runGroup
+      let attempts = 0
+      let outage = true
+      setTimeout(() => {
+        outage = false
+      }, 400)
+      ops.runGroup = async (rollout, req) => {
+        if (outage) {
+          attempts++
+          throw Object.assign(new Error('no live proxy'), { code: 'RT_ERR_NO_ACTOR' })
+        }
+        return run(rollout, req)
+      }
+      const loop = new TrainingLoop(
+        cfg({ failureBackoffMs: 20 }),
+        new TaskDataset(['a', 'b', 'c'], 1, false),
+        ops,
+        silentLogger(),
+      )
+      const end = await loop.run()
+      await loop.drain()
+      expect(end.step).to.equal(6)
+      // the admitted groups (≤ batch·(η+1) = 6) fail at once, then one try per backoff (20, 40, 80, 160 ms):
+      // a handful in 400 ms, where an immediate refill fails thousands of times
+      expect(attempts).to.be.within(1, 20)
+      expect(end.counters.failed).to.equal(attempts)
+    })
+  })
+
   describe('when groups have nothing to learn', () => {
     it('should filter groups above the mean-reward threshold and release their data', async () => {
       const { ops, log } = makeOps(5)
