@@ -215,6 +215,12 @@ describe('on a machine without CUDA', () => {
     expect(r.status, r.stderr).to.equal(0)
     expect(r.stdout.trimEnd().split('\n').at(-1)).to.equal('PARITY skipped=no-cuda')
   })
+
+  it('the SGLang group interop check should end with INTEROP skipped=… (exit 0)', () => {
+    const r = run('bench/gpu/sglang-interop.ts')
+    expect(r.status, r.stderr).to.equal(0)
+    expect(r.stdout.trimEnd().split('\n').at(-1)).to.match(/^INTEROP skipped=needs-2-gpus/)
+  })
 })
 
 describe('the Python scripts', () => {
