@@ -18,7 +18,10 @@
  *    forwards a prebuilt /generate body for the same ids (the proxy's HTTP client, no proxy work):
  *    floor = that − direct. added − floor is what the proxy's own work costs.
  *
- * Last line: RESULT proxy added_p50_ms=… req_s=… template_speedup=… added_cpu_ms=… floor_p50_ms=… template_full_ms=… template_incr_ms=…
+ * 1c. own work: the same conversations through ProxyService.chat in this process with an engine object that
+ *    answers at once (no HTTP anywhere): the proxy's own work per turn, hardly moved by the machine's load.
+ *
+ * Last line: RESULT proxy added_p50_ms=… req_s=… template_speedup=… added_cpu_ms=… floor_p50_ms=… template_full_ms=… template_incr_ms=… own_p50_us=…
  * `--latency-only` runs part 1 alone (quick comparisons) and ends with a `LATENCY …` line instead.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
@@ -29,6 +32,7 @@ import { dirname } from 'node:path'
 import { buildApp } from '../actors/proxy/app.ts'
 import { validate } from '../actors/proxy/config.ts'
 import { jsonWithIds, postJson, type RawJson } from '../actors/proxy/engines/http.ts'
+import type { Engine } from '../actors/proxy/engines/types.ts'
 import { ProxyService } from '../actors/proxy/service.ts'
 import { type ChatMessage, ChatTemplate } from '../actors/tokenizer/chat-template.ts'
 import { PromptBuilder } from '../actors/tokenizer/incremental.ts'
@@ -108,6 +112,53 @@ function post(url: string, body: unknown, key?: string): Promise<unknown> {
     })
     req.end(payload)
   })
+}
+
+/**
+ * 1c: p50 µs of ProxyService.chat over the latency part's conversations (one warm-up conversation, then 6
+ * of 50 turns less the first 2 each), with an engine object that answers `reply` at once.
+ */
+async function ownWork(tokenizer: ModelTokenizer, rules: string, reply: number[]): Promise<number> {
+  const instant: Engine = {
+    name: 'instant',
+    generate: async () => ({
+      outputIds: Int32Array.from(reply),
+      logprobs: new Float32Array(reply.length).fill(-0.5),
+      versions: new Int32Array(reply.length),
+      finishReason: 'stop',
+    }),
+    pause: async () => {},
+    resume: async () => {},
+    updateWeights: async () => {},
+    setVersion: () => {},
+    health: async () => true,
+    close: async () => {},
+  }
+  const config = validate({ model_dir: MODEL_DIR, engines: [{ kind: 'sglang', url: 'http://127.0.0.1:1' }] })
+  const service = new ProxyService(config, { log: silentLogger(), tokenizer, engines: [instant] })
+  const us: number[] = []
+  for (let c = -1; c < 6; c++) {
+    const h = await service.openSession()
+    const s = service.authenticate(h.sessionId, h.apiKey)
+    const messages: { role: string; content: string | null }[] = [{ role: 'system', content: rules }]
+    for (let t = 0; t < 50; t++) {
+      messages.push({
+        role: 'user',
+        content: `Question ${t} of conversation ${c}: can I change booking ${t}?`,
+      })
+      // fresh strings and objects, as a request body parses into
+      const body = JSON.parse(JSON.stringify({ model: 'policy', messages }))
+      const t0 = performance.now()
+      const r = await service.chat(s, body)
+      const t1 = performance.now()
+      if (c >= 0 && t >= 2) us.push((t1 - t0) * 1000)
+      messages.push({ role: 'assistant', content: r.content })
+    }
+    await service.endSession(h.sessionId)
+    service.releaseTrajectories((await service.exportTrajectories(h.sessionId)).ref)
+  }
+  await service.close()
+  return quantile(us, 0.5)
 }
 
 async function main() {
@@ -219,13 +270,17 @@ async function main() {
     `latency floor: the same HTTP hop through fastify with no proxy work adds p50 ${floorP50.toFixed(2)} ms; ` +
       `the proxy's own work (sessions, template, tokens, parse, record) ≈ ${(addedP50 - floorP50).toFixed(2)} ms of the added p50`,
   )
+  const ownP50 = await ownWork(tokenizer, rules, reply)
+  console.log(
+    `own work: the same turns through ProxyService.chat in process, engine answering at once: p50 ${ownP50.toFixed(1)} µs`,
+  )
 
   if (process.argv.includes('--latency-only')) {
     await app.close()
     await service.close()
     engine.child.kill()
     console.log(
-      `LATENCY added_p50_ms=${addedP50.toFixed(3)} added_cpu_ms=${addedCpu.toFixed(3)} floor_p50_ms=${floorP50.toFixed(3)}`,
+      `LATENCY added_p50_ms=${addedP50.toFixed(3)} added_cpu_ms=${addedCpu.toFixed(3)} floor_p50_ms=${floorP50.toFixed(3)} own_p50_us=${ownP50.toFixed(1)}`,
     )
     return
   }
@@ -334,7 +389,7 @@ async function main() {
   console.log(
     `RESULT proxy added_p50_ms=${addedP50.toFixed(3)} req_s=${reqS.toFixed(0)} template_speedup=${speedup.toFixed(1)} ` +
       `added_cpu_ms=${addedCpu.toFixed(3)} floor_p50_ms=${floorP50.toFixed(3)} ` +
-      `template_full_ms=${fullMs.toFixed(0)} template_incr_ms=${incrMs.toFixed(1)}`,
+      `template_full_ms=${fullMs.toFixed(0)} template_incr_ms=${incrMs.toFixed(1)} own_p50_us=${ownP50.toFixed(1)}`,
   )
 }
 
