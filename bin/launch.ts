@@ -202,6 +202,7 @@ async function runController(cfg: RunConfig, runDir: string, configPath: string)
         trainer: job.trainerHead,
         groupTimeoutMs: cfg.rollout.episode_timeout_s * 2000,
         stepTimeoutMs: 3600_000,
+        log,
       }),
     )
     const dataset = new TaskDataset(taskIds, cfg.seed, cfg.train_dataset.shuffle)

@@ -1,12 +1,16 @@
 /**
  * The training loop's operations as bus messages: rollout:run to rollout actors, trainer:* to the trainer
- * head, proxy:* to every proxy (which drives its engines). Proxies act in parallel; a failing proxy
- * fails the weight update (the run stops with its error rather than training on mixed versions).
+ * head, proxy:* to every proxy (which drives its engines). Proxies act in parallel; a proxy that answers
+ * with an error fails the weight update (the run stops with its error rather than training on mixed
+ * versions). A proxy that dies meanwhile (RT_ERR_PEER_DEAD, and the directory no longer has it alive) is
+ * left out: its supervisor restarts it, nothing is routed to it until it registers again, and the next
+ * weight update reaches it; its episodes in flight have failed and go around again.
  */
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Actor } from '../../runtime/actor.ts'
 import type { Directory } from '../../runtime/directory.ts'
+import type { Logger } from '../../runtime/log.ts'
 import type { ControllerState, LoopOps } from './loop.ts'
 
 export interface BusOpsOptions {
@@ -17,6 +21,7 @@ export interface BusOpsOptions {
   /** a group of nSamples episodes may take this long */
   groupTimeoutMs: number
   stepTimeoutMs: number
+  log?: Logger
 }
 
 export function busOps(o: BusOpsOptions): LoopOps {
@@ -28,7 +33,17 @@ export function busOps(o: BusOpsOptions): LoopOps {
       .map((e) => e.id)
   const proxies = () => alive('proxy')
   const each = async (fn: (id: string) => Promise<unknown>) => {
-    await Promise.all(proxies().map(fn))
+    await Promise.all(
+      proxies().map(async (id) => {
+        try {
+          await fn(id)
+        } catch (e) {
+          const code = (e as { code?: string }).code
+          if (code !== 'RT_ERR_PEER_DEAD' || proxies().includes(id)) throw e
+          o.log?.warn({ proxy: id, err: (e as Error).message }, 'proxy died during a weight update; left out')
+        }
+      }),
+    )
   }
   return {
     rollouts: () => alive('rollout'),
