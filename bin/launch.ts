@@ -157,7 +157,11 @@ async function runController(cfg: RunConfig, runDir: string, configPath: string)
       failWith(fail('RT_ERR_PEER_DEAD', `${e.id}: ${reason}`))
     loop?.poke()
   })
-  dir.on('up', () => loop?.poke())
+  dir.on('up', (e) => {
+    // a proxy that registers again (restarted) missed the updates while it was down
+    if (e.role === 'proxy') void loop?.syncProxy(e.id)
+    loop?.poke()
+  })
   const registered = (ids: string[], timeoutMs = 600_000) =>
     waitRegistered(dir, sup, ids, timeoutMs, join(runDir, 'logs'))
 
@@ -244,6 +248,7 @@ async function runController(cfg: RunConfig, runDir: string, configPath: string)
     const wdir = join(runDir, 'weights', `v${v0}`)
     const { loaded } = await ops.publish(v0, wdir)
     await ops.loadWeights(wdir, v0, loaded)
+    loop.noteWeights(wdir, v0, loaded)
     bar.set(loop.step)
     const end = await loop.run()
     bar.finish()

@@ -60,6 +60,9 @@ export function busOps(o: BusOpsOptions): LoopOps {
         a.ask(p, 'proxy:update_weights', { path: dir, version, loaded }, { timeoutMs: o.stepTimeoutMs }),
       ),
     resumeGeneration: () => each((p) => a.ask(p, 'proxy:resume', {})),
+    syncProxy: async (id, dir, version, loaded) => {
+      await a.ask(id, 'proxy:update_weights', { path: dir, version, loaded }, { timeoutMs: o.stepTimeoutMs })
+    },
     checkpoint: async (dir, step, state: ControllerState) => {
       mkdirSync(dir, { recursive: true })
       await a.ask(

@@ -59,6 +59,8 @@ export interface LoopOps {
   /** `loaded`: the weights went to the engines themselves (broadcast), not only to `dir` */
   publish(version: number, dir: string): Promise<{ loaded: boolean }>
   loadWeights(dir: string, version: number, loaded: boolean): Promise<void>
+  /** Bring one proxy (a restarted one) to the weights of `version` (as loadWeights, for that proxy only). */
+  syncProxy(id: string, dir: string, version: number, loaded: boolean): Promise<void>
   resumeGeneration(): Promise<void>
   checkpoint(dir: string, step: number, state: ControllerState): Promise<void>
   /** free exported trajectories that will not be trained (filtered, stale) */
@@ -116,6 +118,9 @@ export class TrainingLoop {
   private wake: () => void = () => {}
   /** groups failed in a row, and the pending retry while backing off */
   private failStreak = 0
+  /** the engines' current weights (what a restarted proxy is brought to), and the update in progress */
+  private weights: { dir: string; version: number; loaded: boolean } | undefined
+  private updating: Promise<void> | undefined
   private backoff: ReturnType<typeof setTimeout> | undefined
   private groupSeq = 0
   private stepEpisodes: EpisodeResult[][] = []
@@ -159,6 +164,31 @@ export class TrainingLoop {
   poke(): void {
     this.clearBackoff()
     this.wake()
+  }
+
+  /** The weights every proxy holds now (the launcher's initial load; the loop notes its own updates). */
+  noteWeights(dir: string, version: number, loaded: boolean): void {
+    this.weights = { dir, version, loaded }
+  }
+
+  /**
+   * A proxy registered again (its supervisor restarted it): once any weight update in progress is over,
+   * bring it to the current weights — it missed the updates while it was down. Failures are logged (the
+   * next update reaches it anyway).
+   */
+  async syncProxy(id: string): Promise<void> {
+    while (this.updating) await this.updating
+    const w = this.weights
+    if (!w || this.stopping) return
+    try {
+      await this.ops.syncProxy(id, w.dir, w.version, w.loaded)
+      this.log.info({ proxy: id, version: w.version }, 'proxy brought to the current weights')
+    } catch (e) {
+      this.log.warn(
+        { proxy: id, code: (e as { code?: string }).code, err: (e as Error).message },
+        'proxy sync failed',
+      )
+    }
   }
 
   private clearBackoff(): void {
@@ -319,17 +349,27 @@ export class TrainingLoop {
     const dir = `${this.cfg.weightsDir}/v${next}`
     let t2 = t1
     let t3 = t1
+    let done = () => {}
+    this.updating = new Promise<void>((r) => {
+      done = r
+    })
     try {
       await this.ops.pauseGeneration()
       const { loaded } = await this.ops.publish(next, dir)
       t2 = Date.now()
       await this.ops.loadWeights(dir, next, loaded)
+      this.noteWeights(dir, next, loaded)
       this.staleness.setVersion(next)
       t3 = Date.now()
     } finally {
-      await this.ops.resumeGeneration()
-      this.dispatchPaused = false
-      this.dispatch()
+      try {
+        await this.ops.resumeGeneration()
+      } finally {
+        this.updating = undefined
+        done()
+        this.dispatchPaused = false
+        this.dispatch()
+      }
     }
     this.step++
     this.counters.trained += batch.length

@@ -90,6 +90,9 @@ function makeOps(seed: number, opts: { failEvery?: number; rollouts?: string[] }
     async resumeGeneration() {
       log.events.push('resume')
     },
+    async syncProxy(id, _dir, version) {
+      log.events.push(`sync ${id} ${version}`)
+    },
     async checkpoint(dir) {
       log.events.push(`checkpoint ${dir}`)
     },
@@ -157,6 +160,30 @@ describe('training loop', () => {
       expect(end.counters.failed).to.be.greaterThan(0)
       const c = end.counters
       expect(c.admitted).to.equal(c.trained + c.filtered + c.stale + c.failed + loop.running + loop.waiting)
+    })
+  })
+
+  describe('when a proxy comes back after a restart', () => {
+    it('should bring it to the current weights, after an update in progress', async () => {
+      const { ops, log } = makeOps(5)
+      const loop = new TrainingLoop(cfg(), new TaskDataset(['a', 'b', 'c'], 1, false), ops, silentLogger())
+      loop.noteWeights('/w/v0', 0, false)
+      await loop.syncProxy('proxy/7') // before any update: the initial weights
+      // a proxy registering while the step-2 update is loading its weights
+      const load = ops.loadWeights
+      let syncing: Promise<void> | undefined
+      ops.loadWeights = async (dir, version, loaded) => {
+        if (version === 2) syncing = loop.syncProxy('proxy/9')
+        await load(dir, version, loaded)
+      }
+      await loop.run()
+      await loop.drain()
+      await syncing
+      expect(log.events[0]).to.equal('sync proxy/7 0')
+      const e = log.events
+      // it waits for the update to end (resume), then gets version 2, not the weights it raced
+      expect(e.indexOf('sync proxy/9 2')).to.be.greaterThan(e.indexOf('load 2'))
+      expect(e.indexOf('sync proxy/9 2')).to.be.greaterThan(e.indexOf('resume', e.indexOf('load 2')))
     })
   })
 
