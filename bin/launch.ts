@@ -158,8 +158,11 @@ async function runController(cfg: RunConfig, runDir: string, configPath: string)
     loop?.poke()
   })
   dir.on('up', (e) => {
-    // a proxy that registers again (restarted) missed the updates while it was down
+    // a proxy or embedded engine that registers again (restarted) missed the updates while it was down:
+    // the proxies load the current weights into their engines again
     if (e.role === 'proxy') void loop?.syncProxy(e.id)
+    if (e.role === 'engine')
+      for (const p of dir.select(undefined, ['proxy'])) if (p.state === 'alive') void loop?.syncProxy(p.id)
     loop?.poke()
   })
   const registered = (ids: string[], timeoutMs = 600_000) =>

@@ -112,7 +112,7 @@ describe('training end to end (embedded default, debug config)', function () {
   })
 })
 
-describe('training end to end when the proxy process crashes', function () {
+describe('training end to end when a proxy or engine process crashes', function () {
   this.timeout(240000)
   let root: string
   before(() => {
@@ -120,28 +120,29 @@ describe('training end to end when the proxy process crashes', function () {
   })
   after(() => rmSync(root, { recursive: true, force: true }))
 
-  it('should restart the proxy, bring it to the current weights and finish the run', async () => {
-    const runDir = join(root, 'debug', 'e2e')
-    const { done } = launch(root, ['total_train_steps=4', 'saver.freq_steps=0'])
-    const logs = join(runDir, 'logs')
-    const firstPid = (file: string) => {
-      for (const l of readFileSync(file, 'utf8').split('\n'))
-        if (l.includes('"pid"')) return (JSON.parse(l) as { pid: number }).pid
-      return undefined
-    }
-    // once step 1 is trained, kill -9 the proxy (not through the supervisor: a crash)
-    const hasStep = () => existsSync(join(runDir, 'metrics.jsonl')) && metrics(runDir).length >= 1
-    while (!hasStep()) await new Promise((r) => setTimeout(r, 50))
-    const pid = firstPid(join(logs, 'proxy-0.log'))
-    expect(pid).to.be.a('number')
-    process.kill(pid!, 'SIGKILL')
-    const r = await done
-    expect(r.code, r.err).to.equal(0)
-    expect(metrics(runDir).map((x) => x.step)).to.deep.equal([1, 2, 3, 4])
-    const ctl = readFileSync(join(logs, 'controller.log'), 'utf8')
-    expect(ctl).to.match(/"child":"proxy\/0"[^\n]*"signal":"SIGKILL"[^\n]*"restart":true/)
-    expect(ctl).to.contain('proxy brought to the current weights')
-  })
+  for (const role of ['proxy', 'engine'])
+    it(`should restart the ${role}, bring it to the current weights and finish the run`, async () => {
+      const runDir = join(root, 'debug', `e2e-${role}`)
+      const { done } = launch(root, ['total_train_steps=4', 'saver.freq_steps=0', `trial_name=e2e-${role}`])
+      const logs = join(runDir, 'logs')
+      const firstPid = (file: string) => {
+        for (const l of readFileSync(file, 'utf8').split('\n'))
+          if (l.includes('"pid"')) return (JSON.parse(l) as { pid: number }).pid
+        return undefined
+      }
+      // once step 1 is trained, kill -9 it (not through the supervisor: a crash)
+      const hasStep = () => existsSync(join(runDir, 'metrics.jsonl')) && metrics(runDir).length >= 1
+      while (!hasStep()) await new Promise((r) => setTimeout(r, 50))
+      const pid = firstPid(join(logs, `${role}-0.log`))
+      expect(pid).to.be.a('number')
+      process.kill(pid!, 'SIGKILL')
+      const r = await done
+      expect(r.code, r.err).to.equal(0)
+      expect(metrics(runDir).map((x) => x.step)).to.deep.equal([1, 2, 3, 4])
+      const ctl = readFileSync(join(logs, 'controller.log'), 'utf8')
+      expect(ctl).to.match(new RegExp(`"child":"${role}/0"[^\\n]*"signal":"SIGKILL"[^\\n]*"restart":true`))
+      expect(ctl).to.contain('proxy brought to the current weights')
+    })
 })
 
 describe('training end to end with tensor-parallel trainers (archon:d1t2 on CPU)', function () {
