@@ -183,9 +183,9 @@ describe('the native trainer on a GPU', function () {
     if (!buildInfo().kernels) this.skip()
     // head_dim 16 / vocab 512: 16-byte vectors in both kernels; head_dim 8 / vocab 509: bf16 RoPE and
     // both dtypes' softmax rows take the one-element path (float32 RoPE stays vectorised). The loss uses
-    // the float32 CPU model's own log-probs as πprox/πbehave (ratios ≈ 1): with random ones near the clip
-    // edges, bf16 rounding alone moves tokens across them and the gradients jump. TRN_KERNELS=rope turns
-    // the (opt-in) RoPE kernel on; the default uses the softmax kernel only.
+    // the float32 CPU model's own log-probs as πprox/πbehave (ratios ≈ 1, away from the clip edges).
+    // TRN_KERNELS=rope turns the opt-in RoPE kernel on alone (on 2026-11-28 its bf16 gradients were 20% off
+    // for head_dim 16 / vocab 512: this case fails until that is fixed); the default uses the softmax kernel.
     for (const [hd, vocab] of [
       [16, 512],
       [8, 509],
