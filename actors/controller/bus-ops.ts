@@ -2,9 +2,9 @@
  * The training loop's operations as bus messages: rollout:run to rollout actors, trainer:* to the trainer
  * head, proxy:* to every proxy (which drives its engines). Proxies act in parallel; a proxy that answers
  * with an error fails the weight update (the run stops with its error rather than training on mixed
- * versions). A proxy that dies meanwhile (RT_ERR_PEER_DEAD, and the directory no longer has it alive) is
- * left out: its supervisor restarts it, nothing is routed to it until it registers again, and the next
- * weight update reaches it; its episodes in flight have failed and go around again.
+ * versions). A proxy that dies meanwhile (RT_ERR_PEER_DEAD: its connection lost or declared dead) is left
+ * out: its supervisor restarts it, and when it registers again the loop brings it to the current weights
+ * (TrainingLoop.syncProxy); its episodes in flight have failed and go around again.
  */
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -39,7 +39,9 @@ export function busOps(o: BusOpsOptions): LoopOps {
           await fn(id)
         } catch (e) {
           const code = (e as { code?: string }).code
-          if (code !== 'RT_ERR_PEER_DEAD' || proxies().includes(id)) throw e
+          // its connection was lost or the directory declared it dead: it is gone (or restarting); the
+          // directory may not know yet, so do not wait for it to agree
+          if (code !== 'RT_ERR_PEER_DEAD') throw e
           o.log?.warn({ proxy: id, err: (e as Error).message }, 'proxy died during a weight update; left out')
         }
       }),

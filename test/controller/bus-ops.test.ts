@@ -68,6 +68,7 @@ describe('the controller fanning a weight update out to the proxies', function (
     const ops = busOps({ actor: ctl, dir, trainer: 'trainer/0', groupTimeoutMs: 5000, stepTimeoutMs: 5000 })
     await ops.loadWeights('/w/v3', 3, false)
     expect(seen).to.deep.equal(['0@3'])
+    await until(() => alive().length === 1) // the directory learns of it too (its unregister)
     expect(alive()).to.deep.equal(['proxy/0'])
   })
 
