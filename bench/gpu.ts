@@ -21,11 +21,11 @@
  */
 import { type ChildProcess, fork, spawn, spawnSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { readHfConfig } from '../native/index.ts'
 import { fail } from '../runtime/errors.ts'
+import { freePort } from '../runtime/net.ts'
 import { noCudaReason } from './gpu/cuda.ts'
 import { mfu, stepFlops } from './gpu/mfu.ts'
 import { type GpuBenchOptions, parseOptions } from './gpu/options.ts'
@@ -45,14 +45,6 @@ function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b)
   const m = s.length >> 1
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2
-}
-
-async function freePort(): Promise<number> {
-  const srv = createServer()
-  await new Promise<void>((res) => srv.listen(0, '127.0.0.1', res))
-  const { port } = srv.address() as { port: number }
-  await new Promise<void>((res) => srv.close(() => res()))
-  return port
 }
 
 interface Measured {

@@ -36,12 +36,12 @@
  * CPU stand-in of test/fixtures/proxy/sglang-standin.ts (which uses the same layout with "cpu"), NOT against
  * a live SGLang (none runs here): if its torch lays keys out differently, set `storePrefix`.
  */
-import { createServer } from 'node:net'
 import type { DeviceName, Model, SaveDtype } from '../../native/index.ts'
 import { initProcessGroup, type ProcessGroup } from '../../native/index.ts'
 import { fail } from '../../runtime/errors.ts'
 import type { Logger } from '../../runtime/log.ts'
 import { silentLogger } from '../../runtime/log.ts'
+import { freePort } from '../../runtime/net.ts'
 import { SglangEngine } from '../proxy/engines/sglang.ts'
 
 /** One SGLang server taking part in the update group. */
@@ -199,7 +199,7 @@ export class DistributedPublisher {
     this.connecting = true
     const c = this.config
     try {
-      const port = c.masterPort || (await freePort(c.masterAddress))
+      const port = c.masterPort || (await freeStorePort(c.masterAddress))
       const offsets = this.rankOffsets()
       const t0 = performance.now()
       const replies = this.clients.map((cl, i) =>
@@ -352,14 +352,9 @@ function check(c: DistributedPublisherConfig): void {
   if (!c.groupName) throw bad('groupName', 'must not be empty')
 }
 
-/** A port free on `host` now (the OS picks it; the store binds it right after). */
-function freePort(host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once('error', (e) => reject(fail('TRN_ERR_DIST', `no free port on ${host}: ${e.message}`, { host })))
-    s.listen(0, host, () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => resolve(port))
-    })
+/** A port free on `host` now (the store binds it right after); TRN_ERR_DIST when there is none. */
+function freeStorePort(host: string): Promise<number> {
+  return freePort(host).catch((e: Error) => {
+    throw fail('TRN_ERR_DIST', `no free port on ${host}: ${e.message}`, { host })
   })
 }

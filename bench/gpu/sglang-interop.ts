@@ -12,21 +12,13 @@
  * PYTHON picks the interpreter.
  */
 import { spawn } from 'node:child_process'
-import { createServer } from 'node:net'
 import { sglangStorePrefix } from '../../actors/trainer/publish-distributed.ts'
 import { createModel, cudaDeviceCount, initProcessGroup, readHfConfig } from '../../native/index.ts'
+import { freePort } from '../../runtime/net.ts'
 
 const here = new URL('.', import.meta.url).pathname
 const GROUP = 'weight_update_group'
 const NAMES = ['model.layers.0.self_attn.k_proj.weight', 'model.norm.weight'] // in the model's order
-
-async function freePort(): Promise<number> {
-  const srv = createServer()
-  await new Promise<void>((ok) => srv.listen(0, '127.0.0.1', ok))
-  const { port } = srv.address() as { port: number }
-  await new Promise<void>((ok) => srv.close(() => ok()))
-  return port
-}
 
 async function main(): Promise<number> {
   const gpus = (() => {

@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { expect } from 'chai'
-import { freePort, queue, type SlurmCluster, slurmUnavailable, startSlurm, steps } from '../slurm/cluster.ts'
+import { freePort } from '../../runtime/net.ts'
+import { queue, type SlurmCluster, slurmUnavailable, startSlurm, steps } from '../slurm/cluster.ts'
 
 const run = promisify(execFile)
 const BIN = new URL('../../bin/', import.meta.url).pathname

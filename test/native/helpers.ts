@@ -2,7 +2,6 @@
 
 import { type ChildProcess, spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { packedBatch } from '../../bench/gpu/inputs.ts'
 import type { HfQwen3Config, PpoMicroBatch } from '../../native/index.ts'
 import { rng } from '../../runtime/rng.ts'
@@ -87,16 +86,7 @@ export function cosine(a: ArrayLike<number>, b: ArrayLike<number>): number {
 }
 
 /** A TCP port that was free a moment ago (for a TCPStore rendezvous). */
-export function freePort(): Promise<number> {
-  return new Promise((ok, bad) => {
-    const s = createServer()
-    s.on('error', bad)
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => ok(port))
-    })
-  })
-}
+export { freePort } from '../../runtime/net.ts'
 
 /**
  * Runs `n` rank processes of a worker script (`node --import tsx worker …args(rank)`), each pushed onto

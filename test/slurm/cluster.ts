@@ -10,10 +10,10 @@
  */
 import { execFile, execFileSync } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { availableParallelism, hostname, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
+import { freePort } from '../../runtime/net.ts'
 
 const run = promisify(execFile)
 const BINARIES = ['munged', 'slurmctld', 'slurmd', 'sbatch', 'srun', 'squeue', 'scancel', 'scontrol', 'sinfo']
@@ -30,17 +30,6 @@ export function slurmUnavailable(): string | undefined {
   const missing = BINARIES.filter((b) => !which(b))
   if (missing.length) return `Slurm binaries missing (${missing.join(', ')}): apt-get install slurm-wlm munge`
   return undefined
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer()
-    s.once('error', rej)
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => res(port))
-    })
-  })
 }
 
 export interface SlurmCluster {

@@ -6,24 +6,14 @@
  */
 import { spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { expect } from 'chai'
+import { freePort } from '../../runtime/net.ts'
 
 const LAUNCH = new URL('../../bin/launch', import.meta.url).pathname
 const DEBUG = new URL('../../configs/debug.yaml', import.meta.url).pathname
 const PYTHON = new URL('./python-standin', import.meta.url).pathname
-
-async function freePort(): Promise<number> {
-  return new Promise((res) => {
-    const s = createServer()
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => res(port))
-    })
-  })
-}
 
 function launch(args: string[]): Promise<{ code: number | null; out: string; err: string }> {
   const proc = spawn(LAUNCH, [DEBUG, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })

@@ -20,6 +20,7 @@ import {
   sglangStorePrefix,
 } from '../../actors/trainer/publish-distributed.ts'
 import { createModel, type HfQwen3Config, initProcessGroup, type Model } from '../../native/index.ts'
+import { freePort } from '../../runtime/net.ts'
 import { QWEN3_DIR } from '../fixtures/proxy/qwen3.ts'
 import { debugConfig, microBatch, pairs } from '../native/helpers.ts'
 
@@ -95,17 +96,6 @@ function expectSame(
     const bad = g.findIndex((v, i) => v !== r[i])
     expect(bad, `${label} ${name}: ${pairs(g, r)}`).to.equal(-1)
   }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((ok, bad) => {
-    const s = createServer()
-    s.on('error', bad)
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => ok(port))
-    })
-  })
 }
 
 function codeOf(p: Promise<unknown>): Promise<string | undefined> {
