@@ -339,6 +339,16 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return idx;
   }
 
+  // What publishParameters/receiveParameters both read: which parameters, their wire dtype, the root.
+  struct Transfer {
+    std::vector<int> idx;
+    at::ScalarType dtype;
+    int root;
+  };
+  Transfer readTransfer(const Napi::Object& o) {
+    return {paramIndices(o), dtypeFromName(str(o, "dtype", "bfloat16")), static_cast<int>(integer(o, "root", 0))};
+  }
+
   // publishParameters({group?, names?, dtype, root}): every rank of the model's own group calls it (the
   // full parameters are gathered collectively); the rank that passes `group` — the `root` of that group —
   // broadcasts each named parameter, one tensor at a time in the order given, in `dtype`.
@@ -346,9 +356,10 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return guard(info.Env(), [&]() -> Napi::Value {
       TRN_CHECK(model_, "TRN_ERR_DISPOSED", "the model was disposed");
       auto o = obj(info[0], "options");
-      auto idx = paramIndices(o);
-      auto dtype = dtypeFromName(str(o, "dtype", "bfloat16"));
-      const int root = static_cast<int>(integer(o, "root", 0));
+      const auto t = readTransfer(o);
+      const auto& idx = t.idx;
+      const auto dtype = t.dtype;
+      const int root = t.root;
       std::shared_ptr<Comm> g = has(o, "group") ? groupFrom(info.Env(), o.Get("group")) : nullptr;
       if (g)
         TRN_CHECK(g->rank() == root, "TRN_ERR_ARG",
@@ -379,9 +390,10 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       TRN_CHECK(model_->store.worldSize() == 1 && model_->tpSize() == 1, "TRN_ERR_ARG",
                 "receiveParameters needs a model of one rank");
       auto o = obj(info[0], "options");
-      auto idx = paramIndices(o);
-      auto dtype = dtypeFromName(str(o, "dtype", "bfloat16"));
-      const int root = static_cast<int>(integer(o, "root", 0));
+      const auto t = readTransfer(o);
+      const auto& idx = t.idx;
+      const auto dtype = t.dtype;
+      const int root = t.root;
       TRN_CHECK(has(o, "group"), "TRN_ERR_ARG", "receiveParameters needs the update group");
       auto g = groupFrom(info.Env(), o.Get("group"));
       TRN_CHECK(g->rank() != root, "TRN_ERR_ARG", "the receiving rank cannot be the root of the update group");
