@@ -13,23 +13,18 @@
  */
 import { spawn } from 'node:child_process'
 import { sglangStorePrefix } from '../../actors/trainer/publish-distributed.ts'
-import { createModel, cudaDeviceCount, initProcessGroup, readHfConfig } from '../../native/index.ts'
+import { createModel, initProcessGroup, readHfConfig } from '../../native/index.ts'
 import { freePort } from '../../runtime/net.ts'
+import { noCudaReason } from './cuda.ts'
 
 const here = new URL('.', import.meta.url).pathname
 const GROUP = 'weight_update_group'
 const NAMES = ['model.layers.0.self_attn.k_proj.weight', 'model.norm.weight'] // in the model's order
 
 async function main(): Promise<number> {
-  const gpus = (() => {
-    try {
-      return cudaDeviceCount()
-    } catch {
-      return 0
-    }
-  })()
-  if (gpus < 2) {
-    console.log(`INTEROP skipped=needs-2-gpus (this process sees ${gpus})`)
+  const why = noCudaReason(2)
+  if (why !== undefined) {
+    console.log(`INTEROP skipped=needs-2-gpus (${why})`)
     return 0
   }
   const config = readHfConfig(
