@@ -54,6 +54,8 @@ interface Measured {
   mfu: number
   numParams: number
   losses: number[]
+  /** The largest rank's peak of allocated GPU memory (GiB). */
+  peakGiB: number
 }
 
 /** Runs `world` native ranks as child processes; any rank failing ends them all. */
@@ -103,7 +105,14 @@ async function runNative(o: GpuBenchOptions, world: number): Promise<Measured> {
     Array.from({ length: o.tokens / o.seqlen }, () => o.seqlen),
   )
   const r0 = reports.find((r) => r.rank === 0)!
-  return { stepS, tokS: o.tokens / stepS, mfu: mfu(flops, stepS), numParams: r0.numParams, losses: r0.losses }
+  return {
+    stepS,
+    tokS: o.tokens / stepS,
+    mfu: mfu(flops, stepS),
+    numParams: r0.numParams,
+    losses: r0.losses,
+    peakGiB: Math.max(...reports.map((r) => r.peakGiB)),
+  }
 }
 
 interface RefResult {
@@ -126,6 +135,7 @@ async function runReference(o: GpuBenchOptions): Promise<RefResult> {
     ...['--config', o.config, '--tokens', `${o.tokens}`, '--seqlen', `${o.seqlen}`],
     ...['--steps', `${o.steps}`, '--warmup', `${o.warmup}`, '--seed', `${o.seed}`, '--out', out],
     ...(o.ckpt ? ['--ckpt'] : []),
+    ...(o.ckpt && o.ckptLayers >= 0 ? ['--ckpt-layers', `${o.ckptLayers}`] : []),
   ]
   const argv =
     o.gpus > 1
@@ -170,13 +180,13 @@ async function main(): Promise<void> {
   }
   const cfg = readHfConfig(o.config)
   progress(
-    `${o.config}: ${o.tokens} tokens/GPU as ${o.tokens / o.seqlen}×${o.seqlen}, ckpt ${o.ckpt}, ${o.gpus} GPU(s)`,
+    `${o.config}: ${o.tokens} tokens/GPU as ${o.tokens / o.seqlen}×${o.seqlen}, ckpt ${o.ckpt}${o.ckptLayers >= 0 ? ` (first ${o.ckptLayers} layers)` : ''}, ${o.gpus} GPU(s)`,
   )
 
   const one = o.skipSingle && o.gpus > 1 ? undefined : await runNative(o, 1)
   if (one)
     progress(
-      `native 1 GPU: ${one.tokS.toFixed(0)} tok/s, mfu ${one.mfu.toFixed(4)}, step ${one.stepS.toFixed(4)} s`,
+      `native 1 GPU: ${one.tokS.toFixed(0)} tok/s, mfu ${one.mfu.toFixed(4)}, step ${one.stepS.toFixed(4)} s, peak ${one.peakGiB.toFixed(1)} GiB`,
     )
   let atN = one!
   let dpScaling: number | undefined
@@ -184,7 +194,7 @@ async function main(): Promise<void> {
     atN = await runNative(o, o.gpus)
     dpScaling = one ? atN.tokS / one.tokS : undefined
     progress(
-      `native ${o.gpus} GPUs: ${atN.tokS.toFixed(0)} tok/s per GPU, mfu ${atN.mfu.toFixed(4)}` +
+      `native ${o.gpus} GPUs: ${atN.tokS.toFixed(0)} tok/s per GPU, mfu ${atN.mfu.toFixed(4)}, peak ${atN.peakGiB.toFixed(1)} GiB` +
         (dpScaling === undefined ? '' : `, dp_scaling ${dpScaling.toFixed(3)}`),
     )
   }

@@ -232,6 +232,11 @@ export interface RunOptions {
   computeDtype?: ComputeDtype
   /** Recompute each decoder layer's activations in the backward pass (memory for compute). Default false. */
   activationCheckpointing?: boolean
+  /**
+   * With activationCheckpointing: recompute only the first this many decoder layers and keep the others'
+   * activations (a memory budget between none and all). Default -1: every layer.
+   */
+  checkpointLayers?: number
   /** Logits per chunk of the log-prob computation; default 2^22 on the CPU, 2^28 on a GPU. */
   logitsChunk?: number
   /**
@@ -305,6 +310,7 @@ interface NativeModelInfo {
   computeDtype: ComputeDtype
   device: string
   activationCheckpointing: boolean
+  checkpointLayers: number
   tpRank: number
   tpSize: number
   rank: number
@@ -379,6 +385,7 @@ interface Addon {
   numThreads(): number
   buildInfo(): BuildInfo
   cudaDeviceCount(): number
+  cudaMemory(device: string, resetPeak: boolean): CudaMemory
 }
 
 const addonPath = join(dirname(fileURLToPath(import.meta.url)), 'build', 'trainer.node')
@@ -733,6 +740,7 @@ function runOptions(o: RunOptions): RunOptions {
   if (o.device !== undefined) r.device = o.device
   if (o.computeDtype !== undefined) r.computeDtype = o.computeDtype
   if (o.activationCheckpointing !== undefined) r.activationCheckpointing = o.activationCheckpointing
+  if (o.checkpointLayers !== undefined) r.checkpointLayers = o.checkpointLayers
   if (o.logitsChunk !== undefined) r.logitsChunk = o.logitsChunk
   if (o.keepSoftmax !== undefined) r.keepSoftmax = o.keepSoftmax
   return r
@@ -797,4 +805,24 @@ export function buildInfo(): BuildInfo {
 /** CUDA devices this process can use (0 with a CPU-only addon or no GPU). */
 export function cudaDeviceCount(): number {
   return native().cudaDeviceCount()
+}
+
+/** Bytes of libtorch's CUDA caching allocator on one device. */
+export interface CudaMemory {
+  allocatedBytes: number
+  /** Most allocated at once since the process started or the last reset. */
+  peakBytes: number
+  reservedBytes: number
+}
+
+/**
+ * The caching allocator's counters for `device` ('cuda' | 'cuda:N'); `resetPeak` starts a new peak after
+ * reading. TRN_ERR_DEVICE without CUDA, TRN_ERR_ARG for 'cpu'.
+ */
+export function cudaMemory(device: DeviceName, resetPeak = false): CudaMemory {
+  try {
+    return native().cudaMemory(device, resetPeak)
+  } catch (e) {
+    throw coded(e)
+  }
 }

@@ -9,6 +9,8 @@ export interface GpuBenchOptions {
   steps: number
   warmup: number
   ckpt: boolean
+  /** With ckpt: only the first this many decoder layers are recomputed (-1: all), on both sides. */
+  ckptLayers: number
   gpus: number
   /** With gpus > 1: no 1-GPU native run (a model that does not fit one GPU), so no dp_scaling. */
   skipSingle: boolean
@@ -36,6 +38,7 @@ export function parseOptions(argv: string[]): GpuBenchOptions {
         steps: { type: 'string', default: '5' },
         warmup: { type: 'string', default: '2' },
         ckpt: { type: 'boolean', default: false },
+        'ckpt-layers': { type: 'string', default: '-1' },
         gpus: { type: 'string', default: '1' },
         seed: { type: 'string', default: '0' },
         'skip-single': { type: 'boolean', default: false },
@@ -51,9 +54,13 @@ export function parseOptions(argv: string[]): GpuBenchOptions {
     steps: int('steps', values.steps as string, 1),
     warmup: int('warmup', values.warmup as string, 0),
     ckpt: values.ckpt as boolean,
+    ckptLayers: int('ckpt-layers', values['ckpt-layers'] as string, -1),
     gpus: int('gpus', values.gpus as string, 1),
     seed: int('seed', values.seed as string, 0),
     skipSingle: values['skip-single'] as boolean,
+  }
+  if (o.ckptLayers !== -1 && !o.ckpt) {
+    throw fail('CFG_ERR_VALUE', '--ckpt-layers needs --ckpt', { key: 'ckpt-layers' })
   }
   if (o.tokens % o.seqlen !== 0) {
     throw fail('CFG_ERR_VALUE', `--tokens ${o.tokens} is not a multiple of --seqlen ${o.seqlen}`, {

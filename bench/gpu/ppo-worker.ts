@@ -10,7 +10,13 @@
  * ppoStep (each resolves once the step has finished on the device; the host→device copy of the batch is
  * part of the step, as it is for the trainer actor).
  */
-import { createModel, initProcessGroup, type ProcessGroup, readHfConfig } from '../../native/index.ts'
+import {
+  createModel,
+  cudaMemory,
+  initProcessGroup,
+  type ProcessGroup,
+  readHfConfig,
+} from '../../native/index.ts'
 import { benchMicroBatch } from './inputs.ts'
 
 export interface WorkerArgs {
@@ -21,6 +27,8 @@ export interface WorkerArgs {
   steps: number
   warmup: number
   ckpt: boolean
+  /** With ckpt: recompute only the first this many layers (-1: all). */
+  ckptLayers?: number
   seed: number
   rank: number
   world: number
@@ -38,6 +46,8 @@ export type WorkerReport =
       device: string
       /** Loss of each step, warm-up included. */
       losses: number[]
+      /** Most GPU memory the caching allocator had allocated at once (GiB). */
+      peakGiB: number
     }
   | { type: 'error'; rank: number; code?: string; message: string }
 
@@ -71,6 +81,7 @@ async function run(a: WorkerArgs): Promise<WorkerReport> {
     device,
     computeDtype: 'bfloat16',
     activationCheckpointing: a.ckpt,
+    checkpointLayers: a.ckptLayers ?? -1,
     // the head's softmax kept in bf16 for its backward (5 GB at 16k tokens): what the measured rows used
     keepSoftmax: true,
     processGroup: group,
@@ -106,6 +117,7 @@ async function run(a: WorkerArgs): Promise<WorkerReport> {
     numParams: model.numParams,
     device: model.device,
     losses,
+    peakGiB: cudaMemory(device).peakBytes / 2 ** 30,
   }
   model.dispose()
   return report

@@ -58,6 +58,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument('--steps', type=int, default=5, help='timed steps')
     p.add_argument('--warmup', type=int, default=2, help='untimed steps first')
     p.add_argument('--ckpt', action='store_true', help='activation checkpointing per decoder layer')
+    p.add_argument('--ckpt-layers', type=int, default=-1,
+                   help='with --ckpt: checkpoint only the first N decoder layers (-1: all)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--sdpa', choices=['flash', 'auto'], default='flash', help='SDPA backend')
     p.add_argument('--out', help='also write the JSON result here')
@@ -103,13 +105,15 @@ def fsdp_api():
     return fully_shard, MixedPrecisionPolicy
 
 
-def build_model(cfg: Qwen3Config, seed: int, ckpt: bool, device: torch.device) -> Qwen3ForCausalLM:
+def build_model(cfg: Qwen3Config, seed: int, ckpt: bool, device: torch.device,
+                ckpt_layers: int = -1) -> Qwen3ForCausalLM:
     fully_shard, MixedPrecisionPolicy = fsdp_api()
     torch.manual_seed(seed)  # same weights on every rank before sharding
     with device:
         model = Qwen3ForCausalLM(cfg)
     init_weights(model)
     model.model.activation_checkpointing = ckpt
+    model.model.checkpoint_layers = ckpt_layers
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     for layer in model.model.layers:
         fully_shard(layer, mp_policy=mp)
@@ -160,7 +164,7 @@ def main() -> None:
     log(rank, f'{card}, torch {torch.__version__}, world {world}, config {args.config}')
 
     t0 = time.perf_counter()
-    model = build_model(cfg, args.seed, args.ckpt, device)
+    model = build_model(cfg, args.seed, args.ckpt, device, args.ckpt_layers)
     n_params = sum(p.numel() for p in model.parameters())  # DTensor numel is the global size
     opt = torch.optim.AdamW(model.parameters(), lr=LR, fused=True)
     batch = make_inputs(cfg, args.tokens, args.seqlen, args.seed + rank, device)

@@ -170,12 +170,14 @@ class Qwen3Model(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.activation_checkpointing = False
+        self.checkpoint_layers = -1  # with checkpointing: only the first N layers (-1: all)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         x = self.embed_tokens(ids)
         cos, sin = rope_tables(self.cfg, ids.shape[1], ids.device)
-        for layer in self.layers:
-            if self.activation_checkpointing and torch.is_grad_enabled():
+        for i, layer in enumerate(self.layers):
+            if (self.activation_checkpointing and torch.is_grad_enabled()
+                    and (self.checkpoint_layers < 0 or i < self.checkpoint_layers)):
                 x = checkpoint(layer, x, cos, sin, use_reentrant=False)
             else:
                 x = layer(x, cos, sin)

@@ -13,6 +13,10 @@
 #include <functional>
 #include <memory>
 
+#ifdef TRN_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
 #include "bind_group.h"
 #include "bind_model.h"
 #include "dist.h"
@@ -106,6 +110,29 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
 
 Napi::Value CudaDeviceCount(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), cudaDeviceCount()); }
 
+// cudaMemory(device, resetPeak): the caching allocator's bytes on that device — allocated now, the peak
+// allocated (since the last reset), reserved from the driver; then optionally resets the peak.
+Napi::Value CudaMemory(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    TRN_CHECK(info.Length() >= 1 && info[0].IsString(), "TRN_ERR_ARG", "cudaMemory(device, resetPeak?)");
+    const auto dev = deviceFromName(info[0].As<Napi::String>().Utf8Value());
+    TRN_CHECK(dev.is_cuda(), "TRN_ERR_ARG", "cudaMemory needs a cuda device");
+#ifdef TRN_WITH_CUDA
+    using namespace c10::cuda::CUDACachingAllocator;
+    const auto stats = getDeviceStats(dev.index());
+    const auto all = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+    auto o = Napi::Object::New(info.Env());
+    o.Set("allocatedBytes", static_cast<double>(stats.allocated_bytes[all].current));
+    o.Set("peakBytes", static_cast<double>(stats.allocated_bytes[all].peak));
+    o.Set("reservedBytes", static_cast<double>(stats.reserved_bytes[all].current));
+    if (info.Length() >= 2 && info[1].ToBoolean()) resetPeakStats(dev.index());
+    return o;
+#else
+    TRN_FAIL("TRN_ERR_DEVICE", "this addon was built without CUDA");
+#endif
+  });
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // NOTE: glibc serves blocks above the (dynamic) mmap threshold with fresh mmaps and unmaps them on free;
   // libtorch allocates and frees tensors of many MB per op, so every op page-faults its output in again
@@ -126,6 +153,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("numThreads", Napi::Function::New(env, NumThreads));
   exports.Set("buildInfo", Napi::Function::New(env, BuildInfo));
   exports.Set("cudaDeviceCount", Napi::Function::New(env, CudaDeviceCount));
+  exports.Set("cudaMemory", Napi::Function::New(env, CudaMemory));
   return exports;
 }
 

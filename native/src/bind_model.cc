@@ -95,6 +95,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       o.Set("computeDtype", dtypeName(st.computeDtype()));
       o.Set("device", st.device().str());
       o.Set("activationCheckpointing", model_->run.checkpointing);
+      o.Set("checkpointLayers", static_cast<double>(model_->run.checkpointLayers));
       o.Set("tpRank", model_->tpRank());
       o.Set("tpSize", model_->tpSize());
       o.Set("rank", st.rank());
@@ -566,6 +567,7 @@ RunOptions readRun(const Napi::Object& opts, at::ScalarType dtype) {
   r.device = deviceFromName(str(opts, "device", "cpu"));
   r.compute = has(opts, "computeDtype") ? dtypeFromName(str(opts, "computeDtype", "float32")) : dtype;
   r.checkpointing = flag(opts, "activationCheckpointing", false);
+  r.checkpointLayers = integer(opts, "checkpointLayers", -1);
   r.logitsChunk = integer(opts, "logitsChunk", 0);
   r.keepSoftmax = flag(opts, "keepSoftmax", false);
   if (has(opts, "tensorParallel")) {

@@ -29,6 +29,22 @@ void Comm::reduceScatterSum(at::Tensor& out, at::Tensor& in) {
   out.copy_(in.narrow(0, rank() * n, n));
 }
 
+namespace {
+struct Done : Pending {
+  void wait() override {}
+};
+}  // namespace
+
+std::unique_ptr<Pending> Comm::allgatherIntoAsync(at::Tensor& out, const at::Tensor& in) {
+  allgatherInto(out, in);
+  return std::make_unique<Done>();
+}
+
+std::unique_ptr<Pending> Comm::reduceScatterSumAsync(at::Tensor& out, at::Tensor& in) {
+  reduceScatterSum(out, in);
+  return std::make_unique<Done>();
+}
+
 #if defined(USE_C10D_GLOO) || defined(USE_C10D_NCCL)
 
 namespace {
@@ -46,21 +62,62 @@ void staged(at::Tensor& t, const at::Device& dev, bool contiguous, Op&& op) {
   t.copy_(c);
 }
 
+// A c10d failure as TRN_ERR_DIST (c10 errors carry a C++ backtrace after their message: keep the message).
+[[noreturn]] void distFailure(const std::exception& e, const char* what, int rank) {
+  std::string msg = e.what();
+  auto cut = msg.find("\nException raised from");
+  if (cut != std::string::npos) msg.resize(cut);
+  TRN_FAIL("TRN_ERR_DIST", std::string(what) + " failed on rank " + std::to_string(rank) + ": " + msg);
+}
+
 template <typename F>
-void runWork(F&& start, const char* what, int rank) {
+c10::intrusive_ptr<c10d::Work> startWork(F&& start, const char* what, int rank) {
   try {
-    auto work = start();
+    return start();
+  } catch (const TrnError&) {
+    throw;
+  } catch (const std::exception& e) {
+    distFailure(e, what, rank);
+  }
+}
+
+void waitWork(const c10::intrusive_ptr<c10d::Work>& work, const char* what, int rank) {
+  try {
     work->wait();
   } catch (const TrnError&) {
     throw;
   } catch (const std::exception& e) {
-    // c10 errors carry a C++ backtrace after their message: keep the message
-    std::string msg = e.what();
-    auto cut = msg.find("\nException raised from");
-    if (cut != std::string::npos) msg.resize(cut);
-    TRN_FAIL("TRN_ERR_DIST", std::string(what) + " failed on rank " + std::to_string(rank) + ": " + msg);
+    distFailure(e, what, rank);
   }
 }
+
+template <typename F>
+void runWork(F&& start, const char* what, int rank) {
+  waitWork(startWork(std::forward<F>(start), what, rank), what, rank);
+}
+
+// A c10d work item in flight; waits once (also when dropped unwaited, so no collective outlives its buffers).
+class WorkPending : public Pending {
+ public:
+  WorkPending(c10::intrusive_ptr<c10d::Work> w, const char* what, int rank) : work_(std::move(w)), what_(what), rank_(rank) {}
+  ~WorkPending() override {
+    try {
+      wait();
+    } catch (...) {  // the failure was (or will be) reported by the group's next call
+    }
+  }
+  void wait() override {
+    if (!work_) return;
+    auto w = std::move(work_);
+    work_.reset();
+    waitWork(w, what_, rank_);
+  }
+
+ private:
+  c10::intrusive_ptr<c10d::Work> work_;
+  const char* what_;
+  int rank_;
+};
 
 c10::intrusive_ptr<c10d::Store> makeStore(const CommOptions& o) {
   auto timeout = std::chrono::milliseconds(o.timeoutMs);
@@ -207,6 +264,21 @@ class NcclComm : public Comm {
     TRN_CHECK(out.device() == dev_ && in.device() == dev_ && out.is_contiguous() && in.is_contiguous(), "TRN_ERR_DIST",
               "reduceScatterSum needs contiguous tensors on the group's device");
     runWork([&] { return pg_->_reduce_scatter_base(out, in); }, "reduce_scatter", rank_);
+  }
+
+  std::unique_ptr<Pending> allgatherIntoAsync(at::Tensor& out, const at::Tensor& in) override {
+    TRN_CHECK(out.device() == dev_ && in.device() == dev_ && out.is_contiguous() && in.is_contiguous(), "TRN_ERR_DIST",
+              "allgatherInto needs contiguous tensors on the group's device");
+    auto i = in;
+    return std::make_unique<WorkPending>(startWork([&] { return pg_->_allgather_base(out, i); }, "allgather", rank_),
+                                         "allgather", rank_);
+  }
+
+  std::unique_ptr<Pending> reduceScatterSumAsync(at::Tensor& out, at::Tensor& in) override {
+    TRN_CHECK(out.device() == dev_ && in.device() == dev_ && out.is_contiguous() && in.is_contiguous(), "TRN_ERR_DIST",
+              "reduceScatterSum needs contiguous tensors on the group's device");
+    return std::make_unique<WorkPending>(
+        startWork([&] { return pg_->_reduce_scatter_base(out, in); }, "reduce_scatter", rank_), "reduce_scatter", rank_);
   }
 
   void broadcast(at::Tensor& t, int root) override {

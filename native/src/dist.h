@@ -31,6 +31,14 @@ struct CommOptions {
   bool eagerConnect = true;
 };
 
+/** A collective in flight (see Comm's *Async calls): wait() before reading its output or freeing its input. */
+class Pending {
+ public:
+  virtual ~Pending() = default;
+  /** NCCL: the caller's current CUDA stream waits for the collective (the host does not); Gloo: done already. */
+  virtual void wait() = 0;
+};
+
 class Comm {
  public:
   virtual ~Comm() = default;
@@ -47,6 +55,13 @@ class Comm {
   virtual void allgatherInto(at::Tensor& out, const at::Tensor& in);
   /** `out` [n] ← this rank's n-slice of the sum over ranks of `in` [W·n] (`in` may be overwritten). */
   virtual void reduceScatterSum(at::Tensor& out, at::Tensor& in);
+  /**
+   * The same two, left in flight so compute can overlap them (NCCL runs them on its own stream, ordered
+   * after the work already queued on the caller's stream); the default runs them to completion here.
+   * Collectives of one group start in the same order on every rank.
+   */
+  virtual std::unique_ptr<Pending> allgatherIntoAsync(at::Tensor& out, const at::Tensor& in);
+  virtual std::unique_ptr<Pending> reduceScatterSumAsync(at::Tensor& out, at::Tensor& in);
   /** Root's `t` to every rank, in place. */
   virtual void broadcast(at::Tensor& t, int root) = 0;
   virtual void barrier() = 0;

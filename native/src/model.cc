@@ -241,6 +241,13 @@ Model::Model(ModelConfig c, at::ScalarType dtype, std::shared_ptr<Comm> comm, Ru
     TRN_CHECK(cm->device().type() == run.device.type(), "TRN_ERR_ARG",
               "a " + cm->backend() + " process group works on " + (cm->device().is_cuda() ? "cuda" : "cpu") +
                   " tensors; this model is on " + run.device.str() + " (use nccl for cuda, gloo for cpu)");
+  TRN_CHECK(run.checkpointLayers >= -1, "TRN_ERR_ARG", "checkpointLayers must be >= 0 (or -1: every layer)");
+  // streaming units: the embedding, each decoder layer, the final norm (+ head)
+  unitFirst_.push_back(0);
+  for (int64_t l = 0; l < cfg.numLayers; l++)
+    unitFirst_.push_back(store.indexOf("model.layers." + std::to_string(l) + ".input_layernorm.weight"));
+  unitFirst_.push_back(store.indexOf("model.norm.weight"));
+  if (store.worldSize() > 1) store.setUnits(unitFirst_);
 }
 
 at::ScalarType Model::computeType() const { return store.dtype() == at::kDouble ? at::kDouble : at::kFloat; }
@@ -266,39 +273,118 @@ void Model::initRandom(uint64_t seed) {
   }
 }
 
+namespace {
+// Layer l's weights, in spec order, from `next(expectedName)`.
+template <typename Next>
+LayerWeights bindLayer(const ModelConfig& cfg, int64_t l, Next&& next) {
+  std::string p = "model.layers." + std::to_string(l) + ".";
+  LayerWeights L;
+  L.inNorm = next(p + "input_layernorm.weight");
+  L.q = next(p + "self_attn.q_proj.weight");
+  if (cfg.attentionBias) L.qb = next(p + "self_attn.q_proj.bias");
+  L.k = next(p + "self_attn.k_proj.weight");
+  if (cfg.attentionBias) L.kb = next(p + "self_attn.k_proj.bias");
+  L.v = next(p + "self_attn.v_proj.weight");
+  if (cfg.attentionBias) L.vb = next(p + "self_attn.v_proj.bias");
+  L.o = next(p + "self_attn.o_proj.weight");
+  if (cfg.attentionBias) L.ob = next(p + "self_attn.o_proj.bias");
+  L.qNorm = next(p + "self_attn.q_norm.weight");
+  L.kNorm = next(p + "self_attn.k_norm.weight");
+  L.postNorm = next(p + "post_attention_layernorm.weight");
+  L.gate = next(p + "mlp.gate_proj.weight");
+  L.up = next(p + "mlp.up_proj.weight");
+  L.down = next(p + "mlp.down_proj.weight");
+  return L;
+}
+
+// Binds tensors[k] to specs[first + k] in order, checking names.
+struct SpecCursor {
+  const std::vector<ParamSpec>& specs;
+  const std::vector<at::Tensor>& tensors;
+  size_t first = 0, k = 0;
+  at::Tensor operator()(const std::string& expect) {
+    TRN_CHECK(k < tensors.size() && first + k < specs.size() && specs[first + k].name == expect, "TRN_ERR_TORCH",
+              "parameter order mismatch at " + expect);
+    return tensors[k++];
+  }
+};
+}  // namespace
+
 Weights Model::weights(const std::vector<at::Tensor>& full) const {
   Weights w;
-  const auto& specs = store.specs();
-  size_t i = 0;
-  auto next = [&](const std::string& expect) -> at::Tensor {
-    TRN_CHECK(i < specs.size() && specs[i].name == expect, "TRN_ERR_TORCH", "parameter order mismatch at " + expect);
-    return full[i++];
-  };
+  SpecCursor next{store.specs(), full};
   w.embed = next("model.embed_tokens.weight");
-  for (int64_t l = 0; l < cfg.numLayers; l++) {
-    std::string p = "model.layers." + std::to_string(l) + ".";
-    LayerWeights L;
-    L.inNorm = next(p + "input_layernorm.weight");
-    L.q = next(p + "self_attn.q_proj.weight");
-    if (cfg.attentionBias) L.qb = next(p + "self_attn.q_proj.bias");
-    L.k = next(p + "self_attn.k_proj.weight");
-    if (cfg.attentionBias) L.kb = next(p + "self_attn.k_proj.bias");
-    L.v = next(p + "self_attn.v_proj.weight");
-    if (cfg.attentionBias) L.vb = next(p + "self_attn.v_proj.bias");
-    L.o = next(p + "self_attn.o_proj.weight");
-    if (cfg.attentionBias) L.ob = next(p + "self_attn.o_proj.bias");
-    L.qNorm = next(p + "self_attn.q_norm.weight");
-    L.kNorm = next(p + "self_attn.k_norm.weight");
-    L.postNorm = next(p + "post_attention_layernorm.weight");
-    L.gate = next(p + "mlp.gate_proj.weight");
-    L.up = next(p + "mlp.up_proj.weight");
-    L.down = next(p + "mlp.down_proj.weight");
-    w.layers.push_back(L);
-  }
+  for (int64_t l = 0; l < cfg.numLayers; l++) w.layers.push_back(bindLayer(cfg, l, next));
   w.finalNorm = next("model.norm.weight");
-  w.lmHeadIndex = cfg.tieWordEmbeddings ? 0 : static_cast<int>(i);
+  w.lmHeadIndex = cfg.tieWordEmbeddings ? 0 : static_cast<int>(next.k);
   w.lmHead = cfg.tieWordEmbeddings ? w.embed : next("lm_head.weight");
   return w;
+}
+
+bool Model::streams() const {
+  if (store.worldSize() == 1 || store.numUnits() == 0) return false;
+  const char* e = std::getenv("TRN_ZERO3");
+  const std::string mode = e ? e : "";
+  TRN_CHECK(mode.empty() || mode == "stream" || mode == "whole", "TRN_ERR_ARG",
+            "TRN_ZERO3 must be stream or whole, got '" + mode + "'");
+  return mode != "whole";
+}
+
+Weights Model::beginStreamed() {
+  const int last = store.numUnits() - 1;
+  Weights w;
+  w.streamed = true;
+  const auto& head = store.acquireUnit(last);  // final norm (+ head)
+  const auto& embed = store.acquireUnit(0);
+  store.prefetchUnit(1);
+  w.embed = embed[0];
+  w.finalNorm = head[0];
+  w.lmHead = cfg.tieWordEmbeddings ? w.embed : head[1];
+  w.lmHeadIndex = cfg.tieWordEmbeddings ? 0 : store.indexOf("lm_head.weight");
+  return w;
+}
+
+void Model::endStreamed() {
+  const int last = store.numUnits() - 1;
+  for (int u = 1; u < last; u++)
+    TRN_CHECK(!store.holdsUnit(u), "TRN_ERR_TORCH",
+              "decoder layer " + std::to_string(u - 1) + "'s gradients were never reduced (its backward did not run)");
+  reduceUnitGrads(last);
+  reduceUnitGrads(0);
+  store.finishReductions();
+  for (int u = 0; u <= last; u++) store.releaseUnit(u);  // any left (an error mid-way)
+}
+
+void Model::reduceUnitGrads(int u) {
+  if (u > 0 && u < store.numUnits() - 1) {  // a decoder layer uses every parameter it has
+    const auto& leaves = store.acquireUnit(u);
+    for (size_t k = 0; k < leaves.size(); k++)
+      TRN_CHECK(leaves[k].grad().defined(), "TRN_ERR_TORCH",
+                store.specs()[unitFirst_[u] + k].name + " has no gradient when its layer's gradients are reduced");
+  }
+  if (run.tp) {
+    at::NoGradGuard ng;
+    const auto& leaves = store.acquireUnit(u);  // held: no gather
+    const int first = unitFirst_[u];
+    for (size_t k = 0; k < leaves.size(); k++) {
+      if (!store.specs()[first + k].tpPartialGrad) continue;
+      auto& g = const_cast<at::Tensor&>(leaves[k]).mutable_grad();
+      if (!g.defined()) g = at::zeros_like(leaves[k]);
+      run.tp->allreduceSum(g);
+    }
+  }
+  store.reduceUnit(u);
+}
+
+LayerWeights Model::streamedLayer(int64_t l) {
+  const int u = static_cast<int>(l) + 1;
+  const auto& t = store.acquireUnit(u);
+  SpecCursor next{store.specs(), t, static_cast<size_t>(unitFirst_[u])};
+  return bindLayer(cfg, l, next);
+}
+
+bool Model::checkpointsLayer(int64_t l) const {
+  return run.checkpointing && at::GradMode::is_enabled() && (run.checkpointLayers < 0 || l < run.checkpointLayers);
 }
 
 namespace {
@@ -357,9 +443,14 @@ using LayerFn = std::function<at::Tensor(const at::Tensor&)>;
 // Activation checkpointing of one layer: forward without a graph (keeps only the layer's input), backward
 // re-runs the layer with grad on and back-propagates through it; the parameters' gradients accumulate
 // into their .grad directly (a reentrant backward, as torch.utils.checkpoint's reentrant variant does).
+// Streaming (model given): the layer's unit is gathered again before the recompute (the previous layer's
+// prefetched) and its gradients reduce-scattered after.
 struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, int64_t fnAddr) {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, int64_t fnAddr,
+                            int64_t modelAddr, int64_t layer) {
     ctx->saved_data["fn"] = fnAddr;
+    ctx->saved_data["model"] = modelAddr;
+    ctx->saved_data["l"] = layer;
     ctx->save_for_backward({x});
     const auto* fn = reinterpret_cast<const LayerFn*>(fnAddr);
     return (*fn)(x);
@@ -367,6 +458,12 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto* fn = reinterpret_cast<const LayerFn*>(ctx->saved_data["fn"].toInt());
+    auto* model = reinterpret_cast<Model*>(ctx->saved_data["model"].toInt());
+    const int64_t l = ctx->saved_data["l"].toInt();
+    if (model) {
+      model->store.acquireUnit(static_cast<int>(l) + 1);
+      model->store.prefetchUnit(static_cast<int>(l));  // the layer before (no-op for a held unit)
+    }
     auto x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
     at::Tensor y;
     {
@@ -374,9 +471,44 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
       y = (*fn)(x);
     }
     torch::autograd::backward({y}, {grads[0]});
-    return {x.grad(), at::Tensor()};
+    if (model) model->reduceUnitGrads(static_cast<int>(l) + 1);
+    return {x.grad(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
+
+// Streaming, a layer that keeps its activations: identities that mark its boundaries in the graph.
+// Backward reaches LayerExit first (then the previous layer's unit is prefetched) and LayerEnter last,
+// once every node of the layer has run — autograd runs a parameter's AccumulateGrad as soon as it is
+// ready, ahead of other nodes — so the layer's gradients are complete there and go to reduce-scatter.
+struct LayerEnter : public torch::autograd::Function<LayerEnter> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, int64_t modelAddr, int64_t layer) {
+    ctx->saved_data["model"] = modelAddr;
+    ctx->saved_data["l"] = layer;
+    return x;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto* model = reinterpret_cast<Model*>(ctx->saved_data["model"].toInt());
+    model->reduceUnitGrads(static_cast<int>(ctx->saved_data["l"].toInt()) + 1);
+    return {grads[0], at::Tensor(), at::Tensor()};
+  }
+};
+
+struct LayerExit : public torch::autograd::Function<LayerExit> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, int64_t modelAddr, int64_t layer) {
+    ctx->saved_data["model"] = modelAddr;
+    ctx->saved_data["l"] = layer;
+    return x;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto* model = reinterpret_cast<Model*>(ctx->saved_data["model"].toInt());
+    model->store.prefetchUnit(static_cast<int>(ctx->saved_data["l"].toInt()));
+    return {grads[0], at::Tensor(), at::Tensor()};
+  }
+};
+
+using LayerBody = std::function<at::Tensor(const LayerWeights&, const at::Tensor&, int64_t)>;
 
 }  // namespace
 
@@ -400,45 +532,60 @@ at::Tensor Model::hidden(const Weights& w, const at::Tensor& ids0, const at::Ten
     ropeQ = ropeExpanded(tables, nH);
     ropeK = ropeExpanded(tables, nKV);
   }
-  const bool ckpt = run.checkpointing && at::GradMode::is_enabled();
-  if (ckpt) keepAlive_.clear();  // the previous micro-batch's backward has run
+  if (at::GradMode::is_enabled()) keepAlive_.clear();  // the previous micro-batch's backward has run
   const double eps = cfg.rmsNormEps;
+  // Captures by value: with checkpointing the closure runs again in backward, after hidden() returned.
+  auto body = std::make_shared<LayerBody>([tables, ropeQ, ropeK, ropeH, fastRope, kernelRope, attn, eps, T, nH, nKV, hd,
+                                           tpComm](const LayerWeights& L, const at::Tensor& xin, int64_t l) {
+    const double e = eps;
+    auto h = rmsnorm(xin, L.inNorm, e);
+    if (tpComm) h = TpCopy::apply(h, tpComm);
+    auto q = rmsnorm(linear(h, L.q, L.qb).view({T, nH, hd}), L.qNorm, e);
+    auto k = rmsnorm(linear(h, L.k, L.kb).view({T, nKV, hd}), L.kNorm, e);
+    auto v = linear(h, L.v, L.vb).view({T, nKV, hd});
+    if (kernelRope) {
+      q = fusedRopeAutograd(q, ropeH.first, ropeH.second);
+      k = fusedRopeAutograd(k, ropeH.first, ropeH.second);
+    } else if (fastRope) {
+      q = RopeFn::apply(q, ropeQ.cos, ropeQ.sin, ropeQ.negSin);
+      k = RopeFn::apply(k, ropeK.cos, ropeK.sin, ropeK.negSin);
+    } else {
+      q = applyRope(q, tables.first, tables.second);
+      k = applyRope(k, tables.first, tables.second);
+    }
+    auto o = attn(q, k, v, static_cast<int>(l));
+    if (!tpComm) {
+      auto x1 = xin + linear(o.reshape({T, nH * hd}), L.o, L.ob);
+      h = rmsnorm(x1, L.postNorm, e);
+      return x1 + at::linear(at::silu(at::linear(h, L.gate)) * at::linear(h, L.up), L.down);
+    }
+    // row-parallel o_proj: partial sums over this rank's heads, all-reduced; its bias added once after
+    auto attnOut = TpReduce::apply(at::linear(o.reshape({T, nH * hd}), L.o), tpComm);
+    auto x1 = xin + (L.ob.defined() ? attnOut + L.ob : attnOut);
+    h = TpCopy::apply(rmsnorm(x1, L.postNorm, e), tpComm);
+    return x1 + TpReduce::apply(at::linear(at::silu(at::linear(h, L.gate)) * at::linear(h, L.up), L.down), tpComm);
+  });
+  // Streaming needs the layers' gradients: only in grad mode (score/generate bind whole-model weights).
+  TRN_CHECK(!w.streamed || at::GradMode::is_enabled(), "TRN_ERR_TORCH", "streamed weights outside of training");
+  auto* self = const_cast<Model*>(this);  // streaming gathers and releases the store's units
+  const int64_t selfAddr = w.streamed ? reinterpret_cast<int64_t>(self) : 0;
   for (int64_t l = 0; l < cfg.numLayers; l++) {
-    // Captures by value: with checkpointing the closure runs again in backward, after hidden() returned.
-    LayerFn layer = [L = w.layers[l], tables, ropeQ, ropeK, ropeH, fastRope, kernelRope, attn, eps, T, nH, nKV, hd, l,
-                     tpComm](const at::Tensor& xin) {
-      const double e = eps;
-      auto h = rmsnorm(xin, L.inNorm, e);
-      if (tpComm) h = TpCopy::apply(h, tpComm);
-      auto q = rmsnorm(linear(h, L.q, L.qb).view({T, nH, hd}), L.qNorm, e);
-      auto k = rmsnorm(linear(h, L.k, L.kb).view({T, nKV, hd}), L.kNorm, e);
-      auto v = linear(h, L.v, L.vb).view({T, nKV, hd});
-      if (kernelRope) {
-        q = fusedRopeAutograd(q, ropeH.first, ropeH.second);
-        k = fusedRopeAutograd(k, ropeH.first, ropeH.second);
-      } else if (fastRope) {
-        q = RopeFn::apply(q, ropeQ.cos, ropeQ.sin, ropeQ.negSin);
-        k = RopeFn::apply(k, ropeK.cos, ropeK.sin, ropeK.negSin);
-      } else {
-        q = applyRope(q, tables.first, tables.second);
-        k = applyRope(k, tables.first, tables.second);
-      }
-      auto o = attn(q, k, v, static_cast<int>(l));
-      if (!tpComm) {
-        auto x1 = xin + linear(o.reshape({T, nH * hd}), L.o, L.ob);
-        h = rmsnorm(x1, L.postNorm, e);
-        return x1 + at::linear(at::silu(at::linear(h, L.gate)) * at::linear(h, L.up), L.down);
-      }
-      // row-parallel o_proj: partial sums over this rank's heads, all-reduced; its bias added once after
-      auto attnOut = TpReduce::apply(at::linear(o.reshape({T, nH * hd}), L.o), tpComm);
-      auto x1 = xin + (L.ob.defined() ? attnOut + L.ob : attnOut);
-      h = TpCopy::apply(rmsnorm(x1, L.postNorm, e), tpComm);
-      return x1 + TpReduce::apply(at::linear(at::silu(at::linear(h, L.gate)) * at::linear(h, L.up), L.down), tpComm);
-    };
-    if (ckpt) {  // the closure must live until backward: kept by the model until the next hidden()
+    const int u = static_cast<int>(l) + 1;
+    LayerFn layer;
+    if (w.streamed) {
+      self->store.acquireUnit(u);
+      self->store.prefetchUnit(u + 1 < store.numUnits() - 1 ? u + 1 : -1);  // the next layer's
+      layer = [body, self, l](const at::Tensor& xin) { return (*body)(self->streamedLayer(l), xin, l); };
+    } else {
+      layer = [body, L = w.layers[l], l](const at::Tensor& xin) { return (*body)(L, xin, l); };
+    }
+    if (checkpointsLayer(l)) {  // the closure must live until backward: kept by the model until the next hidden()
       auto holder = std::make_shared<LayerFn>(std::move(layer));
-      x = CheckpointedLayer::apply(x, reinterpret_cast<int64_t>(holder.get()));
+      x = CheckpointedLayer::apply(x, reinterpret_cast<int64_t>(holder.get()), selfAddr, l);
       keepAlive_.push_back(holder);
+      if (w.streamed) self->store.releaseUnit(u);
+    } else if (w.streamed) {
+      x = LayerExit::apply(layer(LayerEnter::apply(x, selfAddr, l)), selfAddr, l);
     } else {
       x = layer(x);
     }

@@ -39,6 +39,9 @@ struct Weights {
   at::Tensor embed, finalNorm, lmHead;
   int lmHeadIndex = -1;  // parameter index of the head (the embedding when tied)
   std::vector<LayerWeights> layers;
+  // Streaming ZeRO-3 (Model::beginStreamed): `layers` is empty; each layer's weights are gathered when it
+  // runs (and again for its backward when checkpointed) and its gradients reduce-scattered after.
+  bool streamed = false;
 };
 
 /** Where and how a model computes (the master weights and optimizer state are float32/float64 always). */
@@ -48,6 +51,8 @@ struct RunOptions {
   at::ScalarType compute = at::ScalarType::Undefined;
   /** Recompute each decoder layer in the backward pass instead of keeping its activations. */
   bool checkpointing = false;
+  /** With checkpointing: only the first this many decoder layers are recomputed (-1: all of them). */
+  int64_t checkpointLayers = -1;
   /** Logits per chunk of the log-prob computation (0: 2^22 on the CPU, 2^28 on a GPU). */
   int64_t logitsChunk = 0;
   /**
@@ -108,6 +113,22 @@ class Model {
   /** Bind named weights to the currently materialized parameters. */
   Weights weights(const std::vector<at::Tensor>& full) const;
 
+  /**
+   * Streaming ZeRO-3 (a store sharded over W > 1 ranks; ParamStore's units: the embedding, each decoder
+   * layer, the final norm with the head): whether a training step streams (TRN_ZERO3=whole gathers the
+   * whole model instead, the earlier scheme), the micro-batch's start — the embedding and head units
+   * gathered, the first layer's prefetched — and its end after backward: their gradients reduced.
+   */
+  bool streams() const;
+  Weights beginStreamed();
+  void endStreamed();
+  /** tp-sums unit u's partial gradients (q/k norms), then starts its reduce-scatter (ParamStore::reduceUnit). */
+  void reduceUnitGrads(int u);
+  /** Layer l's weights from its (held) unit. */
+  LayerWeights streamedLayer(int64_t l);
+  /** Whether decoder layer l is recomputed in backward (grad mode on, run.checkpointing/checkpointLayers). */
+  bool checkpointsLayer(int64_t l) const;
+
   /** Final-norm hidden states [T, H] for token ids [T] at positions [T] (any device: moved to the
    * model's), attention given. With run.checkpointing and grad mode on, each layer is recomputed in backward. */
   at::Tensor hidden(const Weights& w, const at::Tensor& ids, const at::Tensor& pos, const AttentionFn& attn) const;
@@ -149,6 +170,7 @@ class Model {
  private:
   // Checkpointed layers' closures, alive until the next hidden() (their backward runs in between).
   mutable std::vector<std::shared_ptr<std::function<at::Tensor(const at::Tensor&)>>> keepAlive_;
+  std::vector<int> unitFirst_;  // first spec of each streaming unit
 };
 
 }  // namespace trn

@@ -246,4 +246,115 @@ void ParamStore::reduceScatterGrads() {
   comm_->reduceScatterSum(grad_, rm);
 }
 
+// ---- streaming ZeRO-3 ------------------------------------------------------------------------------------
+
+void ParamStore::setUnits(const std::vector<int>& first) {
+  const int n = static_cast<int>(specs_.size());
+  TRN_CHECK(!first.empty() && first[0] == 0, "TRN_ERR_TORCH", "parameter units must start at spec 0");
+  units_.clear();
+  for (size_t u = 0; u < first.size(); u++) {
+    Unit x;
+    x.first = first[u];
+    x.end = u + 1 < first.size() ? first[u + 1] : n;
+    TRN_CHECK(x.end > x.first && x.end <= n, "TRN_ERR_TORCH", "parameter units must be ascending and non-empty");
+    x.shardOff = shardOff_[x.first];
+    x.shardLen = shardOff_[x.end - 1] + shardSize_[x.end - 1] - x.shardOff;
+    units_.push_back(x);
+  }
+}
+
+void ParamStore::beginStreamedStep() {
+  TRN_CHECK(worldSize() > 1 && !units_.empty(), "TRN_ERR_TORCH", "a streamed step needs a sharded store with units");
+  at::NoGradGuard ng;
+  // anything a failed step left behind: its collectives completed, its gathered copies dropped
+  for (auto& [u, g] : inFlight_) g.work->wait();
+  inFlight_.clear();
+  held_.clear();
+  for (auto& r : reductions_) r.work->wait();
+  reductions_.clear();
+  grad_.zero_();
+}
+
+void ParamStore::prefetchUnit(int u) {
+  if (u < 0 || u >= numUnits() || held_.count(u) || inFlight_.count(u)) return;
+  at::NoGradGuard ng;
+  const auto& x = units_[u];
+  Gather g;
+  g.input = master_.narrow(0, x.shardOff, x.shardLen).to(compute_);  // a copy unless the dtypes match
+  g.rankMajor = at::empty({worldSize() * x.shardLen}, g.input.options());
+  g.work = comm_->allgatherIntoAsync(g.rankMajor, g.input);
+  inFlight_.emplace(u, std::move(g));
+}
+
+const std::vector<at::Tensor>& ParamStore::acquireUnit(int u) {
+  TRN_CHECK(u >= 0 && u < numUnits(), "TRN_ERR_TORCH", "no parameter unit " + std::to_string(u));
+  if (auto h = held_.find(u); h != held_.end()) return h->second;
+  prefetchUnit(u);
+  at::NoGradGuard ng;
+  auto it = inFlight_.find(u);
+  auto g = std::move(it->second);
+  inFlight_.erase(it);
+  g.work->wait();
+  // rank-major [W, shardLen] → each parameter's full tensor: one strided copy per parameter
+  const auto& x = units_[u];
+  const int64_t W = worldSize();
+  auto rm = g.rankMajor.view({W, x.shardLen});
+  std::vector<at::Tensor> leaves;
+  for (int i = x.first; i < x.end; i++) {
+    const int64_t s = shardSize_[i], off = shardOff_[i] - x.shardOff, n = specs_[i].numel;
+    auto full = at::empty({W * s}, g.rankMajor.options());
+    full.view({W, s}).copy_(rm.narrow(1, off, s));
+    auto t = full.narrow(0, 0, n).view(specs_[i].shape).detach();
+    t.requires_grad_(true);
+    leaves.push_back(t);
+  }
+  return held_.emplace(u, std::move(leaves)).first->second;
+}
+
+void ParamStore::releaseUnit(int u) { held_.erase(u); }
+
+void ParamStore::reduceUnit(int u) {
+  auto h = held_.find(u);
+  TRN_CHECK(h != held_.end(), "TRN_ERR_TORCH", "gradients of parameter unit " + std::to_string(u) + ", which is not held");
+  at::NoGradGuard ng;
+  const auto& x = units_[u];
+  const int64_t W = worldSize();
+  // this unit's gradients, rank-major in the master dtype (padding zero), as reduce-scatter wants them
+  Reduction r;
+  r.unit = u;
+  r.in = at::zeros({W * x.shardLen}, master_.options());
+  auto rm = r.in.view({W, x.shardLen});
+  for (int i = x.first; i < x.end; i++) {
+    auto g = h->second[i - x.first].grad();
+    if (!g.defined()) continue;  // unused in this micro-batch: zero
+    if (g.is_sparse()) g = g.to_dense();
+    const int64_t s = shardSize_[i], off = shardOff_[i] - x.shardOff, n = specs_[i].numel;
+    auto flat = g.reshape({-1});
+    if (n == W * s) {
+      rm.narrow(1, off, s).copy_(flat.view({W, s}));
+    } else {
+      for (int64_t k = 0; k < W && k * s < n; k++) rm[k].narrow(0, off, std::min(s, n - k * s)).copy_(flat.narrow(0, k * s, std::min(s, n - k * s)));
+    }
+  }
+  held_.erase(h);  // the parameters and their compute-dtype gradients
+  r.out = at::empty({x.shardLen}, master_.options());
+  r.work = comm_->reduceScatterSumAsync(r.out, r.in);
+  reductions_.push_back(std::move(r));
+  // two in flight at most: their float32 buffers are the memory this costs
+  while (reductions_.size() > 2) completeOldestReduction();
+}
+
+void ParamStore::completeOldestReduction() {
+  at::NoGradGuard ng;
+  auto r = std::move(reductions_.front());
+  reductions_.pop_front();
+  r.work->wait();
+  const auto& x = units_[r.unit];
+  grad_.narrow(0, x.shardOff, x.shardLen).add_(r.out);
+}
+
+void ParamStore::finishReductions() {
+  while (!reductions_.empty()) completeOldestReduction();
+}
+
 }  // namespace trn

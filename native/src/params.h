@@ -11,6 +11,8 @@
 
 #include <ATen/ATen.h>
 
+#include <deque>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -95,6 +97,32 @@ class ParamStore {
   /** This rank's shard of the gradients summed over ranks, into grad() (reduce-scatter; none when W = 1). */
   void reduceScatterGrads();
 
+  // ---- streaming ZeRO-3 (W > 1, training) --------------------------------------------------------------
+  // Parameters in units of consecutive specs (the model's: embedding, each decoder layer, final norm +
+  // head). A unit is all-gathered just before use — prefetchUnit() starts it early, overlapping the
+  // compute before it on NCCL — and dropped after; after its backward, its gradients are reduce-scattered
+  // in float32 (master dtype) straight into this rank's grad() shard, again without waiting for the
+  // collective. No full-model gathered copy or gradient buffer exists: what a rank holds beyond its shards
+  // is the units in use (and one in flight each way).
+
+  /** Unit u is specs [first[u], first[u+1]); first[0] = 0, ascending; the last unit ends at the last spec. */
+  void setUnits(const std::vector<int>& first);
+  int numUnits() const { return static_cast<int>(units_.size()); }
+  /** Clears grad() for a step whose micro-batches stream (their reductions add into it). */
+  void beginStreamedStep();
+  /** Starts gathering unit u (no-op if already gathered or in flight). */
+  void prefetchUnit(int u);
+  /** Unit u's parameters as full leaves in the compute dtype that require grad (gathers if needed). */
+  const std::vector<at::Tensor>& acquireUnit(int u);
+  bool holdsUnit(int u) const { return held_.count(u) > 0; }
+  /** Drops unit u's gathered parameters (no gradient taken). */
+  void releaseUnit(int u);
+  /** Unit u's leaves' .grad (all of them set by backward; missing ones count as zero) → reduce-scatter into
+   * grad(), started now and completed by a later call; drops the unit. */
+  void reduceUnit(int u);
+  /** Completes every reduction in flight (grad() holds the sums afterwards). */
+  void finishReductions();
+
   at::Tensor& master() { return master_; }
   at::Tensor& grad() { return grad_; }
   at::Tensor& expAvg() { return m_; }
@@ -123,6 +151,25 @@ class ParamStore {
   bool accFresh_ = false;  // compute ≠ master: gradAcc_ holds nothing of this step yet
   std::vector<at::Tensor> full_;
   bool gathered_ = false;
+
+  struct Unit {
+    int first = 0, end = 0;           // specs [first, end)
+    int64_t shardOff = 0, shardLen = 0;  // in this rank's flat shard
+  };
+  struct Gather {  // in flight
+    std::unique_ptr<Pending> work;
+    at::Tensor input, rankMajor;  // this rank's [shardLen] and everyone's [W · shardLen], compute dtype
+  };
+  struct Reduction {
+    std::unique_ptr<Pending> work;
+    at::Tensor in, out;  // [W · shardLen] float32 rank-major sums; [shardLen] this rank's part
+    int unit;
+  };
+  void completeOldestReduction();
+  std::vector<Unit> units_;
+  std::map<int, Gather> inFlight_;
+  std::map<int, std::vector<at::Tensor>> held_;
+  std::deque<Reduction> reductions_;
 };
 
 }  // namespace trn

@@ -96,8 +96,8 @@ void reduceSums(Comm* comm, PpoSums& s) {
 
 }  // namespace
 
-PpoSums accumulateGrads(Model& model, const Weights& w, std::vector<MicroBatch>& mbs, const PpoLossConfig& loss,
-                        double temperature) {
+PpoSums accumulateGrads(Model& model, const Weights& whole, std::vector<MicroBatch>& mbs, const PpoLossConfig& loss,
+                        double temperature, bool streamed) {
   loss.validate();
   TRN_CHECK(temperature > 0, "TRN_ERR_ARG", "temperature must be > 0");
   // Token-count weighting: every micro-batch divides by the loss tokens of the whole global batch.
@@ -113,6 +113,8 @@ PpoSums accumulateGrads(Model& model, const Weights& w, std::vector<MicroBatch>&
   TRN_CHECK(denom > 0, "TRN_ERR_ARG", "the batch has no loss tokens (every lossMask is 0)");
   PpoSums sums;
   for (auto& mb : mbs) {
+    // Streaming ZeRO-3: this micro-batch's embedding/head units now, the layers' as they run.
+    const Weights& w = streamed ? model.beginStreamed() : whole;
     auto pos = mb.batch.positions();
     auto h = model.hidden(w, mb.batch.ids, pos, model.attention(mb.batch));
     at::Tensor probs;
@@ -138,7 +140,8 @@ PpoSums accumulateGrads(Model& model, const Weights& w, std::vector<MicroBatch>&
     model.backwardThroughScores(w, h, mb.batch, temperature, lpLeaf.grad(), keep ? &probs : nullptr, sc.logprobs,
                                 gradEntropy);
     model.releaseCheckpoints();
-    model.store.flushGrads();  // compute-dtype gradients → the float32 accumulator, per micro-batch
+    if (streamed) model.endStreamed();  // the embedding/head gradients reduced; every layer's already was
+    else model.store.flushGrads();      // compute-dtype gradients → the float32 accumulator, per micro-batch
   }
   reduceSums(comm, sums);
   return sums;
@@ -198,7 +201,14 @@ StepStats ppoStep(Model& model, std::vector<MicroBatch>& mbs, const PpoLossConfi
   auto& st = model.store;
   StepStats out;
   PhaseClock clock(st.device(), out.timings);
-  {
+  if (model.streams()) {
+    // ZeRO-3 a unit at a time: gathers and reduce-scatters run inside the forward/backward, overlapped
+    st.beginStreamedStep();
+    clock.mark("gather");
+    out.sums = accumulateGrads(model, Weights{}, mbs, loss, temperature, true);
+    clock.mark("forwardBackward");
+    clock.mark("reduce");
+  } else {
     const auto& full = st.materialize(true);
     clock.mark("gather");
     auto w = model.weights(full);

@@ -51,9 +51,10 @@ struct StepStats {
   std::vector<std::pair<const char*, double>> timings;
 };
 
-/** Forward + backward of every micro-batch into the materialized parameters' .grad. */
-PpoSums accumulateGrads(Model& model, const Weights& w, std::vector<MicroBatch>& mbs, const PpoLossConfig& loss,
-                        double temperature);
+/** Forward + backward of every micro-batch into the materialized parameters' .grad (`whole`), or, streamed
+ * (Model::streams), into the store's gradient shard a unit at a time. */
+PpoSums accumulateGrads(Model& model, const Weights& whole, std::vector<MicroBatch>& mbs, const PpoLossConfig& loss,
+                        double temperature, bool streamed = false);
 
 StepStats ppoStep(Model& model, std::vector<MicroBatch>& mbs, const PpoLossConfig& loss, double temperature,
                   const OptimConfig& opt);

@@ -9,7 +9,14 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { expect } from 'chai'
-import { buildInfo, createModel, cudaDeviceCount, initProcessGroup, type Model } from '../../native/index.ts'
+import {
+  buildInfo,
+  createModel,
+  cudaDeviceCount,
+  cudaMemory,
+  initProcessGroup,
+  type Model,
+} from '../../native/index.ts'
 import { runShare, type ShareResult } from '../fixtures/native/dist-shared.ts'
 import { cosine, debugConfig, freePort, maxAbsDiff, microBatch, packed, relErr, runRanks } from './helpers.ts'
 
@@ -239,6 +246,17 @@ describe('the native trainer on a GPU', function () {
     await kernelVariants('rope')
   })
 
+  it("should report the caching allocator's bytes, and a peak that resets", async () => {
+    const m = await createModel({ config, seed: 15, device: 'cuda:0', computeDtype: 'bfloat16' })
+    await m.ppoStep([microBatch([40, 75], V, 7)], loss, { lr: 1e-3 })
+    const a = cudaMemory('cuda:0', true)
+    expect(a.allocatedBytes).to.be.above(0)
+    expect(a.peakBytes).to.be.at.least(a.allocatedBytes)
+    expect(a.reservedBytes).to.be.at.least(a.allocatedBytes)
+    expect(cudaMemory('cuda:0').peakBytes).to.be.at.most(a.peakBytes)
+    m.dispose()
+  })
+
   it('should generate on cuda with log-probs the scorer agrees with', async () => {
     const gpu = await createModel({ config, seed: 15, device: 'cuda' })
     const prompt = packed([9], V, 9).inputIds
@@ -288,8 +306,14 @@ describe('two GPUs in one NCCL group against one rank', function () {
     const single = await runShare(0, 1, (c, seed) =>
       createModel({ config: c, seed, dtype: 'float64', device: 'cuda:0' }),
     )
-    const [r0, r1] = await ranks({})
-    for (const got of [r0!, r1!]) {
+    // streamed a unit at a time with overlapped collectives (default), with the first layer checkpointed,
+    // and gathering the whole model per step
+    const runs = [
+      ...(await ranks({})),
+      ...(await ranks({ TRN_TEST_CKPT: '1' })),
+      ...(await ranks({ TRN_ZERO3: 'whole' })),
+    ]
+    for (const got of runs) {
       expect(got.shardNumel).to.be.below(single.shardNumel)
       for (let s = 0; s < 3; s++) {
         expect(got.stats[s]!.tokens).to.equal(single.stats[s]!.tokens)
@@ -322,8 +346,11 @@ describe('two GPUs in one NCCL group against one rank', function () {
       createModel({ config: c, seed, device: 'cuda:0', computeDtype: 'bfloat16' }),
     )
     const [r0] = await ranks({ TRN_TEST_COMPUTE: 'bfloat16' })
-    for (const [name, w] of Object.entries(single.params))
+    const [c0] = await ranks({ TRN_TEST_COMPUTE: 'bfloat16', TRN_TEST_CKPT: '1' })
+    for (const [name, w] of Object.entries(single.params)) {
       expect(relErr(r0!.params[name]!, w), name).to.be.below(1e-2)
+      expect(relErr(c0!.params[name]!, w), `${name} (first layer checkpointed)`).to.be.below(1e-2)
+    }
   })
 
   it('should publish every parameter from cuda:0 to a model on cuda:1 over NCCL, exactly in float32', async () => {

@@ -27,12 +27,13 @@ describe('two Gloo ranks against one rank', () => {
     rmSync(dir, { recursive: true, force: true })
   })
 
-  async function twoRanks(rdv: string): Promise<ShareResult[]> {
+  async function twoRanks(rdv: string, env: Record<string, string> = {}): Promise<ShareResult[]> {
     await runRanks(
       worker,
       2,
       (r) => [String(r), '2', rdv, join(dir, `rank${r}.json`), join(dir, 'ckpt')],
       children,
+      env,
     )
     return [0, 1].map((r) => JSON.parse(readFileSync(join(dir, `rank${r}.json`), 'utf8')) as ShareResult)
   }
@@ -78,6 +79,33 @@ describe('two Gloo ranks against one rank', () => {
     this.timeout(120_000)
     const [r0] = await twoRanks(`tcp:127.0.0.1:${await freePort()}`)
     expectSameAsSingle(r0!)
+  })
+
+  // The runs above stream ZeRO-3 a unit at a time (the default for W > 1) without checkpointing: each
+  // layer's gradients are reduced from LayerEnter's backward. These take the other paths.
+  it('should end with the same weights streaming with the first layer checkpointed, the second not', async function () {
+    this.timeout(120_000)
+    const [r0, r1] = await twoRanks(`file:${join(dir, 'store')}`, { TRN_TEST_CKPT: '1' })
+    expectSameAsSingle(r0!)
+    expectSameAsSingle(r1!)
+  })
+
+  it('should end with the same weights with every layer checkpointed', async function () {
+    this.timeout(120_000)
+    const [r0] = await twoRanks(`file:${join(dir, 'store')}`, { TRN_TEST_CKPT: '-1' })
+    expectSameAsSingle(r0!)
+  })
+
+  it('should end with the same weights gathering the whole model per step (TRN_ZERO3=whole)', async function () {
+    this.timeout(120_000)
+    const [r0] = await twoRanks(`file:${join(dir, 'store')}`, { TRN_ZERO3: 'whole' })
+    expectSameAsSingle(r0!)
+  })
+
+  it('should refuse an unknown TRN_ZERO3 with TRN_ERR_ARG', async function () {
+    this.timeout(120_000)
+    const e = await twoRanks(`file:${join(dir, 'store')}`, { TRN_ZERO3: 'bogus' }).catch((x: Error) => x)
+    expect(String(e)).to.match(/TRN_ZERO3 must be stream or whole/)
   })
 })
 

@@ -5,7 +5,7 @@
  * the GPU side where there is one.
  */
 import { expect } from 'chai'
-import { buildInfo, createModel, cudaDeviceCount, initProcessGroup } from '../../native/index.ts'
+import { buildInfo, createModel, cudaDeviceCount, cudaMemory, initProcessGroup } from '../../native/index.ts'
 import { cosine, debugConfig, maxAbsDiff, microBatch, packed, relErr } from './helpers.ts'
 
 const V = 256
@@ -40,6 +40,31 @@ describe('a CPU model with run options', () => {
     }
     plain.dispose()
     ckpt.dispose()
+  })
+
+  it('should compute the same gradients recomputing only the first layer (checkpointLayers: 1)', async function () {
+    this.timeout(60_000)
+    const plain = await createModel({ config, seed: 3, dtype: 'float64' })
+    const part = await createModel({
+      config,
+      seed: 3,
+      dtype: 'float64',
+      activationCheckpointing: true,
+      checkpointLayers: 1,
+    })
+    const a = await plain.gradients(mbs, loss)
+    const b = await part.gradients(mbs, loss)
+    for (const [name, g] of Object.entries(a.grads))
+      expect(maxAbsDiff(b.grads[name]!, g), name).to.be.at.most(1e-12)
+    plain.dispose()
+    part.dispose()
+  })
+
+  it('should refuse checkpointLayers below -1 with TRN_ERR_ARG', async () => {
+    const e = await rejection(
+      createModel({ config, seed: 3, activationCheckpointing: true, checkpointLayers: -2 }),
+    )
+    expect(e.code).to.equal('TRN_ERR_ARG')
   })
 
   it('should give the same log-probs whatever the logits chunk size', async () => {
@@ -143,6 +168,12 @@ describe('a CPU model with run options', () => {
     const e = await rejection(createModel({ config, device: 'cuda' }))
     expect(e.code).to.equal('TRN_ERR_DEVICE')
     expect(e.message).to.match(/sees 0 CUDA device/)
+    expect(() => cudaMemory('cuda'))
+      .to.throw(/sees 0 CUDA device/)
+      .with.property('code', 'TRN_ERR_DEVICE')
+    expect(() => cudaMemory('cpu'))
+      .to.throw()
+      .with.property('code', 'TRN_ERR_ARG')
     if (!buildInfo().nccl) {
       const g = await rejection(
         initProcessGroup({ rank: 0, worldSize: 1, storePath: '/tmp/x', backend: 'nccl' }),
