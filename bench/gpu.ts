@@ -135,7 +135,7 @@ async function runReference(o: GpuBenchOptions): Promise<RefResult> {
     ...['--config', o.config, '--tokens', `${o.tokens}`, '--seqlen', `${o.seqlen}`],
     ...['--steps', `${o.steps}`, '--warmup', `${o.warmup}`, '--seed', `${o.seed}`, '--out', out],
     ...(o.ckpt ? ['--ckpt'] : []),
-    ...(o.ckpt && o.ckptLayers >= 0 ? ['--ckpt-layers', `${o.ckptLayers}`] : []),
+    ...(o.ckpt && o.refCkptLayers >= 0 ? ['--ckpt-layers', `${o.refCkptLayers}`] : []),
   ]
   const argv =
     o.gpus > 1
@@ -180,7 +180,8 @@ async function main(): Promise<void> {
   }
   const cfg = readHfConfig(o.config)
   progress(
-    `${o.config}: ${o.tokens} tokens/GPU as ${o.tokens / o.seqlen}×${o.seqlen}, ckpt ${o.ckpt}${o.ckptLayers >= 0 ? ` (first ${o.ckptLayers} layers)` : ''}, ${o.gpus} GPU(s)`,
+    `${o.config}: ${o.tokens} tokens/GPU as ${o.tokens / o.seqlen}×${o.seqlen}, ckpt ${o.ckpt}${o.ckptLayers >= 0 ? ` (first ${o.ckptLayers} layers)` : ''}` +
+      `${o.refCkptLayers !== o.ckptLayers ? ` (reference: ${o.refCkptLayers < 0 ? 'all' : `first ${o.refCkptLayers}`} layers)` : ''}, ${o.gpus} GPU(s)`,
   )
 
   const one = o.skipSingle && o.gpus > 1 ? undefined : await runNative(o, 1)
@@ -216,8 +217,8 @@ async function main(): Promise<void> {
     dpScaling,
     notes:
       `${(atN.numParams / 1e9).toFixed(2)}B params (${cfg.num_hidden_layers} layers), ${o.gpus} GPU(s), ` +
-      `native step ${atN.stepS.toFixed(3)} s, ref step ${ref.step_s.toFixed(3)} s, ref mfu ${ref.mfu.toFixed(4)}, ` +
-      `ref peak ${ref.peak_mem_gib.toFixed(1)} GiB, torch ${ref.torch}`,
+      `native step ${atN.stepS.toFixed(3)} s, native peak ${atN.peakGiB.toFixed(1)} GiB, ref step ${ref.step_s.toFixed(3)} s, ` +
+      `ref mfu ${ref.mfu.toFixed(4)}, ref peak ${ref.peak_mem_gib.toFixed(1)} GiB, torch ${ref.torch}`,
   })
   const f = (x: number, d: number) => x.toFixed(d)
   console.log(

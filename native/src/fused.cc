@@ -23,8 +23,9 @@ bool fusedFor(const at::Device& device, at::ScalarType dtype, const char* kernel
   const char* e = std::getenv("TRN_KERNELS");
   const std::string mode = e ? e : "";
   if (mode == "aten") return false;
-  // the RoPE kernel only when asked for (alone): not yet verified on every shape, see fused.h
-  return std::string(kernel) == "rope" ? mode == "rope" : mode != "rope";
+  // TRN_KERNELS=rope|softmax: that kernel alone (diagnostics); anything else: both
+  if (mode == "rope" || mode == "softmax") return mode == kernel;
+  return true;
 #else
   (void)device;
   (void)dtype;

@@ -170,6 +170,8 @@ describe('bench:gpu options', () => {
       ckpt: false,
       gpus: 1,
       skipSingle: false,
+      ckptLayers: -1,
+      refCkptLayers: -1,
     })
     expect(parseOptions(['--ckpt', '--gpus', '2', '--tokens', '4096', '--skip-single'])).to.deep.include({
       ckpt: true,
@@ -177,6 +179,27 @@ describe('bench:gpu options', () => {
       tokens: 4096,
       skipSingle: true,
     })
+    // the reference follows --ckpt-layers unless given its own
+    expect(parseOptions(['--ckpt', '--ckpt-layers', '14'])).to.deep.include({
+      ckptLayers: 14,
+      refCkptLayers: 14,
+    })
+    expect(parseOptions(['--ckpt', '--ckpt-layers', '8', '--ref-ckpt-layers', 'all'])).to.deep.include({
+      ckptLayers: 8,
+      refCkptLayers: -1,
+    })
+  })
+
+  it('should refuse --ckpt-layers without --ckpt, or below -1, with CFG_ERR_VALUE', () => {
+    for (const argv of [
+      ['--ckpt-layers', '4'],
+      ['--ckpt', '--ref-ckpt-layers=-1'],
+      ['--ckpt', '--ckpt-layers', 'some'],
+      ['--ref-ckpt-layers', '3'],
+    ])
+      expect(() => parseOptions(argv), argv.join(' '))
+        .to.throw()
+        .with.property('code', 'CFG_ERR_VALUE')
   })
 
   it('should refuse tokens that are not a multiple of seqlen with CFG_ERR_VALUE', () => {
