@@ -469,6 +469,9 @@ export class Model {
   readonly tpSize: number
   /** Total parameter count (not per shard). */
   readonly numParams: number
+  /** Decoder layers recomputed in backward: the first `checkpointLayers` (-1: all) when on. */
+  readonly activationCheckpointing: boolean
+  readonly checkpointLayers: number
   /** Elements of this rank's parameter shard (≈ numParams / worldSize; optimizer state is 2× this). */
   readonly shardNumel: number
   /** HF tensor names and shapes, in the native order. */
@@ -488,6 +491,8 @@ export class Model {
     this.tpRank = i.tpRank
     this.tpSize = i.tpSize
     this.numParams = i.numParams
+    this.activationCheckpointing = i.activationCheckpointing
+    this.checkpointLayers = i.checkpointLayers
     this.shardNumel = i.shardNumel
     this.params = i.params
   }

@@ -38,6 +38,10 @@ export const modelSourceSchema = c.obj({
   activation_checkpointing: c.bool(false, {
     doc: 'recompute each decoder layer in the backward pass (less memory, ~1/3 more compute)',
   }),
+  checkpoint_layers: c.int(-1, {
+    min: -1,
+    doc: 'with activation_checkpointing: recompute only the first N decoder layers (-1: all)',
+  }),
   keep_softmax: c.bool(false, {
     doc: "cuda bf16: keep the head's softmax (tokens × vocab) for its backward; off: logits one chunk at a time",
   }),
@@ -50,6 +54,7 @@ export interface ModelSource {
   device?: string
   compute_dtype?: ComputeDtype | 'auto'
   activation_checkpointing?: boolean
+  checkpoint_layers?: number
   keep_softmax?: boolean
 }
 
@@ -79,6 +84,7 @@ function runOptionsOf(src: ModelSource, device: DeviceName) {
     device,
     computeDtype: compute,
     activationCheckpointing: src.activation_checkpointing ?? false,
+    checkpointLayers: src.checkpoint_layers ?? -1,
     keepSoftmax: src.keep_softmax ?? false,
   }
 }

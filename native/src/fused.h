@@ -1,10 +1,8 @@
 // Tensor-level entry points to the hand-written CUDA kernels (kernels.h). `fusedFor()` says whether one
 // serves a device and dtype: only in builds with the kernels (TRN_HAVE_KERNELS), on CUDA, for float32,
-// bfloat16 and float16. TRN_KERNELS picks: unset — the softmax-rows kernel; `aten` — none (the ATen
-// compositions; the GPU tests compare against them); `rope` — the RoPE kernel alone. The RoPE kernel is
-// opt-in until a fault is found: in bf16 one GPU check (head_dim 16, vocab 512) gave gradients 20% off the
-// ATen path's, while float32 agreed to rounding and other shapes agreed in bf16; the kernel's numerics
-// emulated on the CPU move them < 1%, so it is not rounding. Callers keep their ATen path otherwise.
+// bfloat16 and float16. TRN_KERNELS picks: unset — both kernels; `aten` — none (the ATen compositions;
+// the GPU tests compare against them); `rope` or `softmax` — that kernel alone (diagnostics). Callers
+// keep their ATen path otherwise.
 #pragma once
 
 #include <ATen/ATen.h>

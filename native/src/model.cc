@@ -521,7 +521,7 @@ at::Tensor Model::hidden(const Weights& w, const at::Tensor& ids0, const at::Ten
   auto x = at::embedding(w.embed, ids, -1, false, w.embed.requires_grad() && device().is_cpu());  // [T, H]
   auto tables = ropeTables(pos, hd, cfg.ropeTheta, x.scalar_type());
   // RoPE through RopeFn, tables expanded once per batch for q's and k's head counts (TRN_ATTENTION=reference: the plain path).
-  // The RoPE kernel (fused.h) only with TRN_KERNELS=rope, until verified on every shape.
+  // On CUDA the RoPE kernel (fused.h) instead, from float32 half-width tables.
   const bool fastRope = attentionOverride() != "reference";
   const bool kernelRope = fastRope && fusedFor(x.device(), x.scalar_type(), "rope");
   RopeTables ropeQ, ropeK;

@@ -52,6 +52,7 @@ describe('a CPU model with run options', () => {
       activationCheckpointing: true,
       checkpointLayers: 1,
     })
+    expect([part.activationCheckpointing, part.checkpointLayers]).to.deep.equal([true, 1])
     const a = await plain.gradients(mbs, loss)
     const b = await part.gradients(mbs, loss)
     for (const [name, g] of Object.entries(a.grads))
