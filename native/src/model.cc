@@ -356,15 +356,14 @@ void Model::endStreamed() {
 }
 
 void Model::reduceUnitGrads(int u) {
+  const auto& leaves = store.heldUnit(u);
   if (u > 0 && u < store.numUnits() - 1) {  // a decoder layer uses every parameter it has
-    const auto& leaves = store.acquireUnit(u);
     for (size_t k = 0; k < leaves.size(); k++)
       TRN_CHECK(leaves[k].grad().defined(), "TRN_ERR_TORCH",
                 store.specs()[unitFirst_[u] + k].name + " has no gradient when its layer's gradients are reduced");
   }
   if (run.tp) {
     at::NoGradGuard ng;
-    const auto& leaves = store.acquireUnit(u);  // held: no gather
     const int first = unitFirst_[u];
     for (size_t k = 0; k < leaves.size(); k++) {
       if (!store.specs()[first + k].tpPartialGrad) continue;

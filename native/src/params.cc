@@ -311,11 +311,17 @@ const std::vector<at::Tensor>& ParamStore::acquireUnit(int u) {
   return held_.emplace(u, std::move(leaves)).first->second;
 }
 
+const std::vector<at::Tensor>& ParamStore::heldUnit(int u) const {
+  auto h = held_.find(u);
+  TRN_CHECK(h != held_.end(), "TRN_ERR_TORCH", "parameter unit " + std::to_string(u) + " is not held");
+  return h->second;
+}
+
 void ParamStore::releaseUnit(int u) { held_.erase(u); }
 
 void ParamStore::reduceUnit(int u) {
+  heldUnit(u);
   auto h = held_.find(u);
-  TRN_CHECK(h != held_.end(), "TRN_ERR_TORCH", "gradients of parameter unit " + std::to_string(u) + ", which is not held");
   at::NoGradGuard ng;
   const auto& x = units_[u];
   const int64_t W = worldSize();

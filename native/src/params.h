@@ -115,6 +115,8 @@ class ParamStore {
   /** Unit u's parameters as full leaves in the compute dtype that require grad (gathers if needed). */
   const std::vector<at::Tensor>& acquireUnit(int u);
   bool holdsUnit(int u) const { return held_.count(u) > 0; }
+  /** The leaves of a held unit (TRN_ERR_TORCH when it is not held: no gather here). */
+  const std::vector<at::Tensor>& heldUnit(int u) const;
   /** Drops unit u's gathered parameters (no gradient taken). */
   void releaseUnit(int u);
   /** Unit u's leaves' .grad (all of them set by backward; missing ones count as zero) → reduce-scatter into
