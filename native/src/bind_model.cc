@@ -130,13 +130,20 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
           info,
           [m, batch, temperature, out] {
             at::NoGradGuard ng;
-            const auto& full = m->store.materialize(false);
-            auto w = m->weights(full);
-            auto h = m->hidden(w, batch->ids, batch->positions(), m->attention(*batch));
-            *out = m->score(w, h, *batch, temperature);
+            if (m->streams()) {  // sharded: a layer at a time, as the training step does
+              auto w = m->beginStreamed();
+              auto h = m->hidden(w, batch->ids, batch->positions(), m->attention(*batch));
+              *out = m->score(w, h, *batch, temperature);
+              m->endStreamed(/*reduce=*/false);
+            } else {
+              const auto& full = m->store.materialize(false);
+              auto w = m->weights(full);
+              auto h = m->hidden(w, batch->ids, batch->positions(), m->attention(*batch));
+              *out = m->score(w, h, *batch, temperature);
+              m->store.release();
+            }
             out->logprobs = out->logprobs.to(at::kCPU);
             out->entropy = out->entropy.to(at::kCPU);
-            m->store.release();
           },
           [out](Napi::Env env) -> Napi::Value {
             auto o = Napi::Object::New(env);
@@ -212,15 +219,18 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       return queue(
           info,
           [=] {
-            const auto& local = m->store.materialize(false, /*masters=*/true);
+            // one parameter at a time (collective), so no rank ever holds the whole model on its device; the
+            // writer keeps host copies
             std::vector<at::Tensor> full;
-            for (size_t i = 0; i < local.size(); i++) full.push_back(m->fullParameter(static_cast<int>(i), local[i]));
-            if (m->isWriter()) {
-              std::vector<std::string> names;
-              for (auto& s : m->store.specs()) names.push_back(s.name);
-              *files = writeSafetensors(dir, names, full, dtype, maxShard);
+            std::vector<std::string> names;
+            const bool writer = m->isWriter();
+            for (size_t i = 0; i < m->store.specs().size(); i++) {
+              auto t = m->fullParameter(static_cast<int>(i), m->store.gatherMaster(static_cast<int>(i)));
+              if (!writer) continue;
+              full.push_back(t.to(at::kCPU));
+              names.push_back(m->store.specs()[i].name);
             }
-            m->store.release();
+            if (writer) *files = writeSafetensors(dir, names, full, dtype, maxShard);
           },
           [=](Napi::Env env) -> Napi::Value {
             auto a = Napi::Array::New(env);
@@ -237,10 +247,10 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       return queue(
           info,
           [=] {
-            const auto& full = m->store.materialize(false, /*masters=*/true);
-            for (size_t i = 0; i < full.size(); i++)
-              vals->push_back(m->fullParameter(static_cast<int>(i), full[i]).detach().to(at::kCPU, m->store.dtype(), false, true));
-            m->store.release();
+            for (size_t i = 0; i < m->store.specs().size(); i++) {  // one at a time, as save()
+              auto t = m->fullParameter(static_cast<int>(i), m->store.gatherMaster(static_cast<int>(i)));
+              vals->push_back(t.detach().to(at::kCPU, m->store.dtype(), false, true));
+            }
           },
           [=](Napi::Env env) -> Napi::Value {
             auto o = Napi::Object::New(env);
@@ -372,12 +382,10 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
           info,
           [m, g, idx, dtype, root] {
             at::NoGradGuard ng;
-            const auto& full = m->store.materialize(false, /*masters=*/true);
-            for (int i : idx) {
-              auto t = m->fullParameter(i, full[i]).to(dtype).contiguous();  // collective over tp
+            for (int i : idx) {  // gathered one at a time over the data-parallel group, then over tp
+              auto t = m->fullParameter(i, m->store.gatherMaster(i)).to(dtype).contiguous();
               if (g) g->broadcast(t, root);
             }
-            m->store.release();
           },
           nullptr, g);
     });

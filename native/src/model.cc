@@ -344,15 +344,18 @@ Weights Model::beginStreamed() {
   return w;
 }
 
-void Model::endStreamed() {
+void Model::endStreamed(bool reduce) {
   const int last = store.numUnits() - 1;
-  for (int u = 1; u < last; u++)
-    TRN_CHECK(!store.holdsUnit(u), "TRN_ERR_TORCH",
-              "decoder layer " + std::to_string(u - 1) + "'s gradients were never reduced (its backward did not run)");
-  reduceUnitGrads(last);
-  reduceUnitGrads(0);
-  store.finishReductions();
+  if (reduce) {
+    for (int u = 1; u < last; u++)
+      TRN_CHECK(!store.holdsUnit(u), "TRN_ERR_TORCH",
+                "decoder layer " + std::to_string(u - 1) + "'s gradients were never reduced (its backward did not run)");
+    reduceUnitGrads(last);
+    reduceUnitGrads(0);
+    store.finishReductions();
+  }
   for (int u = 0; u <= last; u++) store.releaseUnit(u);  // any left (an error mid-way)
+  store.cancelPrefetches();
 }
 
 void Model::reduceUnitGrads(int u) {
@@ -564,8 +567,6 @@ at::Tensor Model::hidden(const Weights& w, const at::Tensor& ids0, const at::Ten
     h = TpCopy::apply(rmsnorm(x1, L.postNorm, e), tpComm);
     return x1 + TpReduce::apply(at::linear(at::silu(at::linear(h, L.gate)) * at::linear(h, L.up), L.down), tpComm);
   });
-  // Streaming needs the layers' gradients: only in grad mode (score/generate bind whole-model weights).
-  TRN_CHECK(!w.streamed || at::GradMode::is_enabled(), "TRN_ERR_TORCH", "streamed weights outside of training");
   auto* self = const_cast<Model*>(this);  // streaming gathers and releases the store's units
   const int64_t selfAddr = w.streamed ? reinterpret_cast<int64_t>(self) : 0;
   for (int64_t l = 0; l < cfg.numLayers; l++) {
@@ -578,7 +579,10 @@ at::Tensor Model::hidden(const Weights& w, const at::Tensor& ids0, const at::Ten
     } else {
       layer = [body, L = w.layers[l], l](const at::Tensor& xin) { return (*body)(L, xin, l); };
     }
-    if (checkpointsLayer(l)) {  // the closure must live until backward: kept by the model until the next hidden()
+    if (w.streamed && !at::GradMode::is_enabled()) {  // no backward: the layer's weights go right after it
+      x = layer(x);
+      self->store.releaseUnit(u);
+    } else if (checkpointsLayer(l)) {  // the closure must live until backward: kept by the model until the next hidden()
       auto holder = std::make_shared<LayerFn>(std::move(layer));
       x = CheckpointedLayer::apply(x, reinterpret_cast<int64_t>(holder.get()), selfAddr, l);
       keepAlive_.push_back(holder);

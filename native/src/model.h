@@ -115,13 +115,14 @@ class Model {
 
   /**
    * Streaming ZeRO-3 (a store sharded over W > 1 ranks; ParamStore's units: the embedding, each decoder
-   * layer, the final norm with the head): whether a training step streams (TRN_ZERO3=whole gathers the
+   * layer, the final norm with the head; training steps and log-probs): whether a step streams (TRN_ZERO3=whole gathers the
    * whole model instead, the earlier scheme), the micro-batch's start — the embedding and head units
    * gathered, the first layer's prefetched — and its end after backward: their gradients reduced.
    */
   bool streams() const;
   Weights beginStreamed();
-  void endStreamed();
+  /** `reduce`: after a backward, reduce-scatter the embedding/head gradients; without (no grad), drop the units. */
+  void endStreamed(bool reduce = true);
   /** tp-sums unit u's partial gradients (q/k norms), then starts its reduce-scatter (ParamStore::reduceUnit). */
   void reduceUnitGrads(int u);
   /** Layer l's weights from its (held) unit. */

@@ -172,6 +172,18 @@ void ParamStore::release() {
   if (worldSize() > 1) flatC_ = at::Tensor();  // the gathered copy is the memory sharding saves
 }
 
+at::Tensor ParamStore::gatherMaster(int i) {
+  at::NoGradGuard ng;
+  const auto& sp = specs_[i];
+  const int64_t s = shardSize_[i];
+  auto shard = master_.narrow(0, shardOff_[i], s);
+  if (worldSize() == 1) return shard.narrow(0, 0, sp.numel).view(sp.shape).clone();
+  auto in = shard.contiguous();
+  auto all = at::empty({worldSize() * s}, in.options());
+  comm_->allgatherInto(all, in);  // rank r's shard is elements [r·s, (r+1)·s) of the parameter
+  return all.narrow(0, 0, sp.numel).view(sp.shape);
+}
+
 void ParamStore::syncGradViews() {
   at::NoGradGuard ng;
   TRN_CHECK(gathered_ && gradAcc_.defined(), "TRN_ERR_TORCH", "gradients without materialized parameters");
@@ -267,8 +279,7 @@ void ParamStore::beginStreamedStep() {
   TRN_CHECK(worldSize() > 1 && !units_.empty(), "TRN_ERR_TORCH", "a streamed step needs a sharded store with units");
   at::NoGradGuard ng;
   // anything a failed step left behind: its collectives completed, its gathered copies dropped
-  for (auto& [u, g] : inFlight_) g.work->wait();
-  inFlight_.clear();
+  cancelPrefetches();
   held_.clear();
   for (auto& r : reductions_) r.work->wait();
   reductions_.clear();
@@ -357,6 +368,11 @@ void ParamStore::completeOldestReduction() {
   r.work->wait();
   const auto& x = units_[r.unit];
   grad_.narrow(0, x.shardOff, x.shardLen).add_(r.out);
+}
+
+void ParamStore::cancelPrefetches() {
+  for (auto& [u, g] : inFlight_) g.work->wait();
+  inFlight_.clear();
 }
 
 void ParamStore::finishReductions() {

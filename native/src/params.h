@@ -74,6 +74,12 @@ class ParamStore {
   const std::vector<at::Tensor>& materialize(bool requiresGrad, bool masters = false);
   /** Drop gathered copies (W > 1); W = 1 keeps its views. */
   void release();
+  /**
+   * Parameter i's tensor (this tp rank's part) in the master dtype on the device: gathered from every
+   * rank's shard when W > 1 (collective: every rank calls it for the same i, in the same order), a copy
+   * otherwise. For reading the weights one at a time (save, publish, parameters) without a whole-model copy.
+   */
+  at::Tensor gatherMaster(int i);
 
   /**
    * Moves what backward left in the materialized parameters' .grad (compute dtype) into the master-dtype
@@ -124,6 +130,8 @@ class ParamStore {
   void reduceUnit(int u);
   /** Completes every reduction in flight (grad() holds the sums afterwards). */
   void finishReductions();
+  /** Completes and drops gathers started but never used. */
+  void cancelPrefetches();
 
   at::Tensor& master() { return master_; }
   at::Tensor& grad() { return grad_; }
