@@ -478,11 +478,13 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
   }
 };
 
-// Streaming, a layer that keeps its activations: identities that mark its boundaries in the graph.
-// Backward reaches LayerExit first (then the previous layer's unit is prefetched) and LayerEnter last,
-// once every node of the layer has run — autograd runs a parameter's AccumulateGrad as soon as it is
-// ready, ahead of other nodes — so the layer's gradients are complete there and go to reduce-scatter.
-struct LayerEnter : public torch::autograd::Function<LayerEnter> {
+// Streaming, a layer that keeps its activations: identities that mark its boundaries in the graph, whose
+// backward calls `Hook(model, layer)`. Backward reaches LayerExit first (then the previous layer's unit is
+// prefetched) and LayerEnter last, once every node of the layer has run — autograd runs a parameter's
+// AccumulateGrad as soon as it is ready, ahead of other nodes — so the layer's gradients are complete
+// there and go to reduce-scatter (Model::reduceUnitGrads checks that each one is there).
+template <void (*Hook)(Model&, int64_t)>
+struct LayerMark : public torch::autograd::Function<LayerMark<Hook>> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, int64_t modelAddr, int64_t layer) {
     ctx->saved_data["model"] = modelAddr;
     ctx->saved_data["l"] = layer;
@@ -490,25 +492,14 @@ struct LayerEnter : public torch::autograd::Function<LayerEnter> {
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    auto* model = reinterpret_cast<Model*>(ctx->saved_data["model"].toInt());
-    model->reduceUnitGrads(static_cast<int>(ctx->saved_data["l"].toInt()) + 1);
+    Hook(*reinterpret_cast<Model*>(ctx->saved_data["model"].toInt()), ctx->saved_data["l"].toInt());
     return {grads[0], at::Tensor(), at::Tensor()};
   }
 };
-
-struct LayerExit : public torch::autograd::Function<LayerExit> {
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, int64_t modelAddr, int64_t layer) {
-    ctx->saved_data["model"] = modelAddr;
-    ctx->saved_data["l"] = layer;
-    return x;
-  }
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grads) {
-    auto* model = reinterpret_cast<Model*>(ctx->saved_data["model"].toInt());
-    model->store.prefetchUnit(static_cast<int>(ctx->saved_data["l"].toInt()));
-    return {grads[0], at::Tensor(), at::Tensor()};
-  }
-};
+void reduceLayer(Model& m, int64_t l) { m.reduceUnitGrads(static_cast<int>(l) + 1); }
+void prefetchLayerBefore(Model& m, int64_t l) { m.store.prefetchUnit(static_cast<int>(l)); }
+using LayerEnter = LayerMark<reduceLayer>;
+using LayerExit = LayerMark<prefetchLayerBefore>;
 
 using LayerBody = std::function<at::Tensor(const LayerWeights&, const at::Tensor&, int64_t)>;
 
