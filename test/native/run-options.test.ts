@@ -5,7 +5,14 @@
  * the GPU side where there is one.
  */
 import { expect } from 'chai'
-import { buildInfo, createModel, cudaDeviceCount, cudaMemory, initProcessGroup } from '../../native/index.ts'
+import {
+  buildInfo,
+  createModel,
+  cudaDeviceCount,
+  cudaMemory,
+  initProcessGroup,
+  type Model,
+} from '../../native/index.ts'
 import { cosine, debugConfig, maxAbsDiff, microBatch, packed, relErr } from './helpers.ts'
 
 const V = 256
