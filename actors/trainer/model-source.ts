@@ -74,6 +74,10 @@ export function rankDevice(device: string | undefined, rank: number): DeviceName
 }
 
 function runOptionsOf(src: ModelSource, device: DeviceName) {
+  if ((src.checkpoint_layers ?? -1) !== -1 && !src.activation_checkpointing)
+    throw fail('CFG_ERR_VALUE', 'model.checkpoint_layers needs model.activation_checkpointing: true', {
+      path: 'model.checkpoint_layers',
+    })
   const compute =
     src.compute_dtype === undefined || src.compute_dtype === 'auto'
       ? device === 'cpu'

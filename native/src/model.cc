@@ -242,6 +242,8 @@ Model::Model(ModelConfig c, at::ScalarType dtype, std::shared_ptr<Comm> comm, Ru
               "a " + cm->backend() + " process group works on " + (cm->device().is_cuda() ? "cuda" : "cpu") +
                   " tensors; this model is on " + run.device.str() + " (use nccl for cuda, gloo for cpu)");
   TRN_CHECK(run.checkpointLayers >= -1, "TRN_ERR_ARG", "checkpointLayers must be >= 0 (or -1: every layer)");
+  TRN_CHECK(run.checkpointLayers == -1 || run.checkpointing, "TRN_ERR_ARG",
+            "checkpointLayers (" + std::to_string(run.checkpointLayers) + ") needs activationCheckpointing");
   // streaming units: the embedding, each decoder layer, the final norm (+ head)
   unitFirst_.push_back(0);
   for (int64_t l = 0; l < cfg.numLayers; l++)

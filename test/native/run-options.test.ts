@@ -73,11 +73,14 @@ describe('a CPU model with run options', () => {
     part.dispose()
   })
 
-  it('should refuse checkpointLayers below -1 with TRN_ERR_ARG', async () => {
+  it('should refuse checkpointLayers below -1, or without checkpointing, with TRN_ERR_ARG', async () => {
     const e = await rejection(
       createModel({ config, seed: 3, activationCheckpointing: true, checkpointLayers: -2 }),
     )
     expect(e.code).to.equal('TRN_ERR_ARG')
+    const off = await rejection(createModel({ config, seed: 3, checkpointLayers: 1 }))
+    expect(off.code).to.equal('TRN_ERR_ARG')
+    expect(off.message).to.match(/needs activationCheckpointing/)
   })
 
   it('should give the same log-probs whatever the logits chunk size', async () => {

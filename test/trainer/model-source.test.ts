@@ -20,12 +20,17 @@ describe('a model source', () => {
     m.dispose()
   })
 
-  it('should default to every layer, and refuse a count below -1 with CFG_ERR_VALUE', async () => {
+  it('should default to every layer, and refuse a count below -1 or without checkpointing with CFG_ERR_VALUE', async () => {
     const m = await openModel(loadConfig(modelSourceSchema, { raw: { path: dir } }))
     expect([m.activationCheckpointing, m.checkpointLayers]).to.deep.equal([false, -1])
     m.dispose()
     expect(() => loadConfig(modelSourceSchema, { raw: { path: dir, checkpoint_layers: -2 } }))
       .to.throw(/checkpoint_layers/)
       .with.property('code', 'CFG_ERR_VALUE')
+    // a layer count without checkpointing on would be ignored: refused instead
+    const off = loadConfig(modelSourceSchema, { raw: { path: dir, checkpoint_layers: 2 } })
+    const e = await openModel(off).catch((x: Error & { code?: string }) => x)
+    expect(e).to.have.property('code', 'CFG_ERR_VALUE')
+    expect((e as Error).message).to.match(/needs model.activation_checkpointing/)
   })
 })
