@@ -165,6 +165,12 @@ export interface StepStats extends LossStats {
    * sums and the data-parallel reduce-scatter), optimizer (norm, clipping, AdamW).
    */
   timingsMs?: { gather: number; forwardBackward: number; reduce: number; optimizer: number }
+  /**
+   * Sharded (streamed ZeRO-3) steps only: the most parameter units — the embedding, a decoder layer, the
+   * final norm with the head — this rank held gathered or had in flight at once (layers keeping their
+   * activations stay gathered until their backward; checkpointed ones are gathered twice, briefly).
+   */
+  gatheredUnitsPeak?: number
 }
 
 /** One generation request. */

@@ -193,6 +193,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
             o.Set("lr", st->lr);
             o.Set("skipped", st->skipped);
             o.Set("step", static_cast<double>(st->step));
+            if (st->peakUnits > 0) o.Set("gatheredUnitsPeak", st->peakUnits);
             if (!st->timings.empty()) {
               auto t = Napi::Object::New(env);
               for (auto& [phase, ms] : st->timings) t.Set(phase, ms);

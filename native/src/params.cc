@@ -281,6 +281,7 @@ void ParamStore::beginStreamedStep() {
   // anything a failed step left behind: its collectives completed, its gathered copies dropped
   cancelPrefetches();
   held_.clear();
+  peakUnits_ = 0;
   for (auto& r : reductions_) r.work->wait();
   reductions_.clear();
   grad_.zero_();
@@ -295,6 +296,7 @@ void ParamStore::prefetchUnit(int u) {
   g.rankMajor = at::empty({worldSize() * x.shardLen}, g.input.options());
   g.work = comm_->allgatherIntoAsync(g.rankMajor, g.input);
   inFlight_.emplace(u, std::move(g));
+  notePeak();
 }
 
 const std::vector<at::Tensor>& ParamStore::acquireUnit(int u) {
@@ -319,7 +321,9 @@ const std::vector<at::Tensor>& ParamStore::acquireUnit(int u) {
     t.requires_grad_(true);
     leaves.push_back(t);
   }
-  return held_.emplace(u, std::move(leaves)).first->second;
+  auto& out = held_.emplace(u, std::move(leaves)).first->second;
+  notePeak();
+  return out;
 }
 
 const std::vector<at::Tensor>& ParamStore::heldUnit(int u) const {

@@ -11,6 +11,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <deque>
 #include <map>
 #include <memory>
@@ -132,6 +133,8 @@ class ParamStore {
   void finishReductions();
   /** Completes and drops gathers started but never used. */
   void cancelPrefetches();
+  /** Most units gathered or in flight at once since beginStreamedStep(). */
+  int peakUnits() const { return peakUnits_; }
 
   at::Tensor& master() { return master_; }
   at::Tensor& grad() { return grad_; }
@@ -180,6 +183,8 @@ class ParamStore {
   std::map<int, Gather> inFlight_;
   std::map<int, std::vector<at::Tensor>> held_;
   std::deque<Reduction> reductions_;
+  int peakUnits_ = 0;
+  void notePeak() { peakUnits_ = std::max(peakUnits_, static_cast<int>(held_.size() + inFlight_.size())); }
 };
 
 }  // namespace trn

@@ -206,6 +206,7 @@ StepStats ppoStep(Model& model, std::vector<MicroBatch>& mbs, const PpoLossConfi
     st.beginStreamedStep();
     clock.mark("gather");
     out.sums = accumulateGrads(model, Weights{}, mbs, loss, temperature, true);
+    out.peakUnits = st.peakUnits();
     clock.mark("forwardBackward");
     clock.mark("reduce");
   } else {

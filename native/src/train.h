@@ -49,6 +49,9 @@ struct StepStats {
   // TRN_STEP_TIMINGS=1 (the syncs cost a little), else empty: gather (materialize), forward+backward of
   // every micro-batch, gradient reduction (tp sums, reduce-scatter), optimizer (norm, clip, AdamW).
   std::vector<std::pair<const char*, double>> timings;
+  // Streamed ZeRO-3 (Model::streams): the most parameter units (embedding, layers, norm + head) gathered or
+  // in flight at once during the step — what a rank held beyond its shards; 0 when not streamed.
+  int peakUnits = 0;
 };
 
 /** Forward + backward of every micro-batch into the materialized parameters' .grad (`whole`), or, streamed

@@ -65,6 +65,9 @@ describe('two Gloo ranks against one rank', () => {
     }
     expectSameAsSingle(r0!)
     expectSameAsSingle(r1!)
+    // streamed: 4 layers keeping their activations stay gathered until their backward — all 6 units
+    expect(r0!.stats.map((s) => s.gatheredUnitsPeak)).to.deep.equal([6, 6, 6])
+    expect(single.stats[0]!.gatheredUnitsPeak).to.equal(undefined) // one rank: nothing to gather
     // the checkpoint rank 0 wrote from the shards loads into a model equal to the single-rank one
     const back = await loadModel(join(dir, 'ckpt'), { dtype: 'float64' })
     const p = await back.parameters()
@@ -88,18 +91,23 @@ describe('two Gloo ranks against one rank', () => {
     const [r0, r1] = await twoRanks(`file:${join(dir, 'store')}`, { TRN_TEST_CKPT: '1' })
     expectSameAsSingle(r0!)
     expectSameAsSingle(r1!)
+    // embedding + head + the 3 layers kept after the checkpointed one (dropped after its forward)
+    expect(r0!.stats[2]!.gatheredUnitsPeak).to.equal(5)
   })
 
   it('should end with the same weights with every layer checkpointed', async function () {
     this.timeout(120_000)
     const [r0] = await twoRanks(`file:${join(dir, 'store')}`, { TRN_TEST_CKPT: '-1' })
     expectSameAsSingle(r0!)
+    // embedding + head + the layer running + the next one's gather in flight, whatever the depth
+    expect(r0!.stats[2]!.gatheredUnitsPeak).to.equal(4)
   })
 
   it('should end with the same weights gathering the whole model per step (TRN_ZERO3=whole)', async function () {
     this.timeout(120_000)
     const [r0] = await twoRanks(`file:${join(dir, 'store')}`, { TRN_ZERO3: 'whole' })
     expectSameAsSingle(r0!)
+    expect(r0!.stats[0]!.gatheredUnitsPeak).to.equal(undefined)
   })
 
   it('should refuse an unknown TRN_ZERO3 with TRN_ERR_ARG', async function () {
