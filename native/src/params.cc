@@ -116,16 +116,14 @@ void ParamStore::setFull(int i, const at::Tensor& value0) {
   if (hi > lo) dst.narrow(0, 0, hi - lo).copy_(flat.narrow(0, lo, hi - lo));
 }
 
-const std::vector<at::Tensor>& ParamStore::materialize(bool requiresGrad, bool masters) {
+const std::vector<at::Tensor>& ParamStore::materialize(bool requiresGrad) {
   at::NoGradGuard ng;
-  TRN_CHECK(!(masters && requiresGrad), "TRN_ERR_TORCH", "master-dtype parameters are not for training");
   const int W = worldSize();
   full_.clear();
   at::Tensor flat = master_;  // W = 1, one dtype: the full tensors are views of the master copy
-  const auto as = masters ? dtype_ : compute_;
   if (W > 1) {
     // Gather in the compute dtype (half the bytes for bf16), then reorder rank-major → per-parameter.
-    auto shard = master_.to(as);
+    auto shard = master_.to(compute_);
     auto rm = at::empty({W * shardTotal_}, shard.options());
     comm_->allgatherInto(rm, shard);
     auto out = at::empty({fullTotal_}, shard.options());
@@ -133,9 +131,8 @@ const std::vector<at::Tensor>& ParamStore::materialize(bool requiresGrad, bool m
       for (int r = 0; r < W; r++)
         out.narrow(0, fullOff_[i] + r * shardSize_[i], shardSize_[i])
             .copy_(rm.narrow(0, r * shardTotal_ + shardOff_[i], shardSize_[i]));
-    if (!masters) flatC_ = out;
-    flat = out;
-  } else if (as != dtype_) {
+    flat = flatC_ = out;
+  } else if (compute_ != dtype_) {
     if (!flatC_.defined()) flatC_ = at::empty({fullTotal_}, master_.options().dtype(compute_));
     flatC_.copy_(master_);
     flat = flatC_;

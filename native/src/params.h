@@ -70,9 +70,9 @@ class ParamStore {
 
   /**
    * Full tensors in the compute dtype on the device (collective when W > 1). Leaves with requires_grad as
-   * asked. `masters`: in the master dtype instead (what save/parameters report; never for training).
+   * asked. (Master-dtype values, one parameter at a time: gatherMaster.)
    */
-  const std::vector<at::Tensor>& materialize(bool requiresGrad, bool masters = false);
+  const std::vector<at::Tensor>& materialize(bool requiresGrad);
   /** Drop gathered copies (W > 1); W = 1 keeps its views. */
   void release();
   /**
