@@ -114,7 +114,9 @@ PpoSums accumulateGrads(Model& model, const Weights& whole, std::vector<MicroBat
   PpoSums sums;
   for (auto& mb : mbs) {
     // Streaming ZeRO-3: this micro-batch's embedding/head units now, the layers' as they run.
-    const Weights& w = streamed ? model.beginStreamed() : whole;
+    Weights streamedW;  // (a conditional of an lvalue and a prvalue would copy `whole` every micro-batch)
+    if (streamed) streamedW = model.beginStreamed();
+    const Weights& w = streamed ? streamedW : whole;
     auto pos = mb.batch.positions();
     auto h = model.hidden(w, mb.batch.ids, pos, model.attention(mb.batch));
     at::Tensor probs;
