@@ -45,6 +45,16 @@ async function update(m: Model): Promise<number[]> {
 
 const mbs = [microBatch([40, 75], V, 5), microBatch([130], V, 6)]
 
+/** `fn` with TRN_KERNELS=`mode` (undefined: unset, the default kernels), unset again afterwards. */
+async function withKernels<T>(mode: string | undefined, fn: () => Promise<T>): Promise<T> {
+  if (mode) process.env.TRN_KERNELS = mode
+  try {
+    return await fn()
+  } finally {
+    delete process.env.TRN_KERNELS
+  }
+}
+
 describe('the native trainer on a GPU', function () {
   this.timeout(300_000)
   before(function () {
@@ -136,13 +146,7 @@ describe('the native trainer on a GPU', function () {
     })
     // The same model with TRN_KERNELS=aten (the ATen compositions) is the reference.
     async function both<T>(fn: () => Promise<T>): Promise<[T, T]> {
-      const k = await fn()
-      process.env.TRN_KERNELS = 'aten'
-      try {
-        return [k, await fn()]
-      } finally {
-        delete process.env.TRN_KERNELS
-      }
+      return [await withKernels(undefined, fn), await withKernels('aten', fn)]
     }
     const withEntropy = { ...loss, entropyCoef: 0.05 }
 
@@ -211,17 +215,11 @@ describe('the native trainer on a GPU', function () {
         const m = await createModel({ config: c, seed: 18, device: 'cuda', computeDtype })
         const [lpTol, gTol] = computeDtype === 'float32' ? [1e-5, 1e-4] : [1e-2, 3e-2]
         const batch = packed([33, 120, 7], vocab, 9)
-        const run = async (kernels: string | undefined) => {
-          if (kernels) process.env.TRN_KERNELS = kernels
-          try {
-            return {
-              s: await m.logprobs(batch, { temperature: 0.8 }),
-              g: (await m.gradients(mb, lc)).grads,
-            }
-          } finally {
-            delete process.env.TRN_KERNELS
-          }
-        }
+        const run = (kernels: string | undefined) =>
+          withKernels(kernels, async () => ({
+            s: await m.logprobs(batch, { temperature: 0.8 }),
+            g: (await m.gradients(mb, lc)).grads,
+          }))
         const a = await run('aten')
         const k = await run(mode)
         const what = `head_dim ${hd}, vocab ${vocab}, ${computeDtype}, ${mode ?? 'default'} kernels`
