@@ -358,6 +358,11 @@ export const catalogue = {
     message: 'training data of a step is unusable',
     hint: 'the fetched trajectories have no samples or no loss tokens, or arrays that disagree; check the proxy export',
   },
+  TRN_ERR_LOST_TRAJECTORY: {
+    status: 410,
+    message: "some groups' trajectories are gone with their proxy",
+    hint: 'the proxy holding them crashed or restarted before the trainer fetched them; the controller drops those groups and trains on others',
+  },
   TRN_ERR_RANK: {
     status: 503,
     message: 'a trainer rank did not take part in a collective call',

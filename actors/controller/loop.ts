@@ -12,6 +12,7 @@
  * trained, filtered, stale (dropped at batch formation), or failed (its rollout actor died or errored).
  * The loop talks to the rest of the system through `LoopOps` (bus messages in production).
  */
+import { type CodedError, fail } from '../../runtime/errors.ts'
 import type { Logger } from '../../runtime/log.ts'
 import type { AskReq, AskRes, EpisodeResult, TrajRef } from '../../runtime/messages.ts'
 import type { DatasetState, TaskDataset } from './dataset.ts'
@@ -86,6 +87,7 @@ export interface ControllerState {
 
 interface Ready {
   groupId: string
+  taskId: string
   admittedAt: number
   traj: TrajRef
   episodes: EpisodeResult[]
@@ -307,7 +309,7 @@ export class TrainingLoop {
       return
     }
     this.staleness.finish(true)
-    this.ready.push({ groupId, admittedAt, traj: res.traj, episodes: res.episodes })
+    this.ready.push({ groupId, taskId, admittedAt, traj: res.traj, episodes: res.episodes })
   }
 
   /** A batch of ready groups, oldest first, after dropping stragglers past η. */
@@ -332,16 +334,44 @@ export class TrainingLoop {
     return this.ready.splice(0, this.cfg.batchSize)
   }
 
+  /**
+   * The trainer could not fetch some of the batch's groups: their proxy crashed or restarted and took
+   * their trajectories with it. Those groups count as failed (their accepted slots are given back, their
+   * tasks go around again); the rest return to the front of the queue for the next batch, with the step's
+   * episodes, and the trainer still holds what it fetched of them.
+   */
+  private dropLost(batch: Ready[], refs: string[], episodes: EpisodeResult[][]): void {
+    const gone = new Set(refs)
+    const lost = batch.filter((b) => gone.has(b.traj.ref))
+    if (lost.length === 0)
+      throw fail('TRN_ERR_LOST_TRAJECTORY', 'the trainer named no group of this batch as lost')
+    this.ready.unshift(...batch.filter((b) => !gone.has(b.traj.ref)))
+    this.stepEpisodes.unshift(...episodes)
+    this.staleness.accepted -= lost.length
+    this.counters.failed += lost.length
+    this.retry.push(...lost.map((b) => b.taskId))
+    this.log.warn({ groups: lost.map((b) => b.groupId), step: this.step + 1 }, 'groups lost with their proxy')
+    this.dispatch()
+  }
+
   private async trainOn(batch: Ready[]): Promise<void> {
     const v = this.staleness.version
     const t0 = Date.now()
     const episodes = this.stepEpisodes
     this.stepEpisodes = []
-    const res = await this.ops.trainStep({
-      step: this.step + 1,
-      version: v,
-      groups: batch.map((b) => ({ groupId: b.groupId, traj: b.traj })),
-    })
+    let res: AskRes<'trainer:step'>
+    try {
+      res = await this.ops.trainStep({
+        step: this.step + 1,
+        version: v,
+        groups: batch.map((b) => ({ groupId: b.groupId, traj: b.traj })),
+      })
+    } catch (e) {
+      const err = e as CodedError
+      if (err.code !== 'TRN_ERR_LOST_TRAJECTORY') throw e
+      this.dropLost(batch, (err.details as { refs?: string[] } | undefined)?.refs ?? [], episodes)
+      return
+    }
     const t1 = Date.now()
     // weight update: pause dispatch and engines → publish → load + version bump everywhere → resume
     this.dispatchPaused = true

@@ -70,7 +70,7 @@ export class TrainerHead {
   async step(req: AskReq<'trainer:step'>): Promise<AskRes<'trainer:step'>> {
     const t0 = Date.now()
     const timeoutMs = this.cfg.fetch_timeout_ms
-    const packs = await Promise.all(
+    const fetched = await Promise.allSettled(
       req.groups.map(async (g) => {
         const kept = this.kept.get(g.traj.ref)
         if (kept) return kept
@@ -79,6 +79,24 @@ export class TrainerHead {
         return p
       }),
     )
+    // A proxy that crashed or restarted took its trajectories with it: name the lost groups (the fetched
+    // ones stay kept for the retry without them); any other fetch failure fails the step as it is.
+    const lost: string[] = []
+    for (const [i, f] of fetched.entries()) {
+      if (f.status === 'fulfilled') continue
+      const code = (f.reason as CodedError).code
+      if (code !== 'PRX_ERR_NO_TRAJECTORY' && code !== 'RT_ERR_PEER_DEAD') throw f.reason
+      lost.push(req.groups[i]!.traj.ref)
+    }
+    if (lost.length)
+      throw fail(
+        'TRN_ERR_LOST_TRAJECTORY',
+        `${lost.length} of ${req.groups.length} groups: ${lost.join(', ')}`,
+        {
+          refs: lost,
+        },
+      )
+    const packs = fetched.map((f) => (f as PromiseFulfilledResult<PackedTrajectoriesMsg>).value)
     const tFetch = Date.now()
     const b = assemble(packs, this.worker.model.config.vocab_size)
     const adv = computeAdvantages(

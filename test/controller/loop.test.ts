@@ -7,6 +7,7 @@ import {
   type StepMetrics,
   TrainingLoop,
 } from '../../actors/controller/loop.ts'
+import { fail } from '../../runtime/errors.ts'
 import { silentLogger } from '../../runtime/log.ts'
 import type { EpisodeResult, TrajRef } from '../../runtime/messages.ts'
 
@@ -160,6 +161,51 @@ describe('training loop', () => {
       expect(end.counters.failed).to.be.greaterThan(0)
       const c = end.counters
       expect(c.admitted).to.equal(c.trained + c.filtered + c.stale + c.failed + loop.running + loop.waiting)
+    })
+  })
+
+  describe("when a proxy restarts with a batch's trajectories", () => {
+    it('should drop the lost groups, train the others in a later batch and still finish', async () => {
+      const { ops, log } = makeOps(4)
+      const train = ops.trainStep
+      let lostOnce: string | undefined
+      ops.trainStep = async (req) => {
+        if (req.step === 2 && !lostOnce) {
+          // the trainer could not fetch the first group (its proxy came back empty): coded as the head does
+          lostOnce = req.groups[0]!.groupId
+          throw fail('TRN_ERR_LOST_TRAJECTORY', `1 of ${req.groups.length} groups`, {
+            refs: [req.groups[0]!.traj.ref],
+          })
+        }
+        return train(req)
+      }
+      const loop = new TrainingLoop(cfg(), new TaskDataset(['a', 'b', 'c'], 1, false), ops, silentLogger())
+      const end = await loop.run()
+      await loop.drain()
+      expect(end.step).to.equal(6)
+      const trained = log.trained.flat().map((g) => g.groupId)
+      expect(trained).to.not.include(lostOnce)
+      // the two survivors of the failed batch lead the next one
+      expect(log.trained[1]!.slice(0, 2).map((g) => g.groupId)).to.not.include(lostOnce)
+      expect(end.counters.failed).to.equal(1)
+      const c = end.counters
+      expect(c.admitted).to.equal(c.trained + c.filtered + c.stale + c.failed + loop.running + loop.waiting)
+    })
+
+    it('should fail the run on any other trainer error, or a lost-group error naming none of the batch', async () => {
+      for (const err of [
+        fail('TRN_ERR_BATCH', 'bad data'),
+        fail('TRN_ERR_LOST_TRAJECTORY', 'someone else', { refs: ['not-in-this-batch'] }),
+      ]) {
+        const { ops } = makeOps(6)
+        ops.trainStep = async () => {
+          throw err
+        }
+        const loop = new TrainingLoop(cfg(), new TaskDataset(['a', 'b', 'c'], 1, false), ops, silentLogger())
+        const e = await loop.run().catch((x: { code?: string }) => x)
+        await loop.drain()
+        expect(e).to.have.property('code', err.code)
+      }
     })
   })
 

@@ -207,6 +207,24 @@ describe('trainer actor', () => {
     })
   })
 
+  describe("when a group's proxy no longer has its trajectories (it restarted)", () => {
+    it('should fail with TRN_ERR_LOST_TRAJECTORY naming the lost refs and keep the fetched ones', async () => {
+      const srv = await startPackServer('proxy/again', log, ctl.addr)
+      closers.push(() => srv.actor.stop('test done', 100))
+      await trainer('trainer/0')
+      const good = { groupId: 'a', traj: srv.add(packOf('kept', [9, 12], [1, 0])) }
+      const ghost = { groupId: 'b', traj: { ...good.traj, ref: 'gone-with-the-old-proxy' } }
+      const err = await ctl
+        .ask('trainer/0', 'trainer:step', { step: 1, version: 0, groups: [good, ghost] })
+        .catch((e) => e)
+      expect(err.code).to.equal('TRN_ERR_LOST_TRAJECTORY')
+      expect(err.details).to.deep.equal({ refs: ['gone-with-the-old-proxy'] })
+      const res = await ctl.ask('trainer/0', 'trainer:step', { step: 1, version: 0, groups: [good] })
+      expect(res.stats.samples).to.equal(2)
+      expect(srv.fetched.filter((r) => r === 'kept')).to.have.length(1)
+    })
+  })
+
   describe('when restarted from a checkpoint', () => {
     // real AdamW betas: the restart is exact only because the moments are in the checkpoint
     // (<ckpt>/optimizer); the linear warm-up + decay checks that the LR schedule continues from the
