@@ -8,6 +8,7 @@ import { EmbeddedEngine } from '../../actors/proxy/engines/embedded.ts'
 import { ProxyService } from '../../actors/proxy/service.ts'
 import { Actor } from '../../runtime/actor.ts'
 import { silentLogger } from '../../runtime/log.ts'
+import type { DirEntry } from '../../runtime/messages.ts'
 import { startEngineActorStandin } from '../fixtures/proxy/engine-actor-standin.ts'
 import { QWEN3_DIR, qwen3 } from '../fixtures/proxy/qwen3.ts'
 import type { StandinCore } from '../fixtures/proxy/standin-core.ts'
@@ -104,6 +105,49 @@ describe('proxy actor on the bus with an embedded engine (engine actor stand-in)
         released: 1,
       })
       expect((await client.ask(p, 'proxy:stats', {})).storedTrajectories).to.equal(0)
+    })
+  })
+
+  describe('when its engine actor has died (its supervisor restarts it; the controller re-syncs it then)', () => {
+    it('should leave it out of pause, update_weights and resume, and still fail generations ENGINE_DOWN', async () => {
+      // the engine by id, resolved as the controller's directory would: alive, then declared dead
+      const a = await new Actor({ id: 'proxy/9', role: 'proxy', log, inbox: false }).start()
+      let state: DirEntry['state'] = 'alive'
+      a.setResolver((sel) =>
+        sel.id === 'engine/0'
+          ? [
+              {
+                id: 'engine/0',
+                role: 'engine',
+                addr: engine.actor.addr,
+                pid: 1,
+                host: 'localhost',
+                state,
+                heartbeatAgeMs: 0,
+                startedAt: 0,
+              },
+            ]
+          : [],
+      )
+      const e = new EmbeddedEngine(a, 'engine/0', 20_000)
+      try {
+        await e.pause()
+        expect(engine.core.paused, 'reached while alive').to.equal(true)
+        await e.resume()
+        state = 'dead'
+        await e.pause()
+        await e.updateWeights('/ckpt/1', 1)
+        await e.resume()
+        const g = await e
+          .generate({
+            inputIds: Int32Array.of(1, 2),
+            sampling: { maxNewTokens: 2, temperature: 1, topP: 1, stopTokenIds: [] },
+          })
+          .catch((x: { code?: string }) => x)
+        expect(g).to.have.property('code', 'PRX_ERR_ENGINE_DOWN')
+      } finally {
+        await a.stop('done', 100)
+      }
     })
   })
 

@@ -5,6 +5,9 @@
  *   engine:pause · engine:resume · engine:update_weights {path, version} · engine:abort {rids} · engine:info
  * The engine labels every token with its weights' version itself. Bus failures map to proxy codes:
  * a dead / unknown / unreachable peer → PRX_ERR_ENGINE_DOWN, an ask timeout → PRX_ERR_UPSTREAM_TIMEOUT.
+ * Except for pause / resume / update_weights: a dead engine actor is left out of those (as the controller
+ * leaves out a dead proxy) — its supervisor restarts it, and when it registers again the controller
+ * brings every proxy, so this engine, to the current weights.
  */
 import type { Actor } from '../../../runtime/actor.ts'
 import { fail } from '../../../runtime/errors.ts'
@@ -67,15 +70,17 @@ export class EmbeddedEngine implements Engine {
   }
 
   async pause(): Promise<void> {
-    await this.call(() => this.actor.ask(this.engineId, 'engine:pause', {}, { timeoutMs: this.timeoutMs }))
+    await this.control(() => this.actor.ask(this.engineId, 'engine:pause', {}, { timeoutMs: this.timeoutMs }))
   }
 
   async resume(): Promise<void> {
-    await this.call(() => this.actor.ask(this.engineId, 'engine:resume', {}, { timeoutMs: this.timeoutMs }))
+    await this.control(() =>
+      this.actor.ask(this.engineId, 'engine:resume', {}, { timeoutMs: this.timeoutMs }),
+    )
   }
 
   async updateWeights(path: string, version: number): Promise<void> {
-    await this.call(() =>
+    await this.control(() =>
       this.actor.ask(
         this.engineId,
         'engine:update_weights',
@@ -98,6 +103,15 @@ export class EmbeddedEngine implements Engine {
   }
 
   async close(): Promise<void> {}
+
+  /** A control call: done, or skipped when the engine actor is dead (see the header). */
+  private async control(fn: () => Promise<unknown>): Promise<void> {
+    try {
+      await this.call(fn)
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'PRX_ERR_ENGINE_DOWN') throw err
+    }
+  }
 
   private async call<T>(fn: () => Promise<T>): Promise<T> {
     try {
