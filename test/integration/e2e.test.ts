@@ -47,10 +47,13 @@ function launch(
   return { proc, done }
 }
 
+/** The steps in metrics.jsonl so far: complete lines only (one being appended while polled is left out). */
 function metrics(runDir: string): Metrics[] {
-  return readFileSync(join(runDir, 'metrics.jsonl'), 'utf8')
-    .trim()
+  const text = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8')
+  return text
+    .slice(0, text.lastIndexOf('\n') + 1)
     .split('\n')
+    .filter((l) => l !== '')
     .map((l) => JSON.parse(l) as Metrics)
 }
 
